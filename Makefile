@@ -1,0 +1,41 @@
+# Two entry points (see README): `make test` and `make book`. Both create or update .venv.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# The read-only local data mirror, when this checkout sits beside one (offline machines).
+MIRROR := $(abspath $(wildcard ../shared/data))
+ifneq ($(MIRROR),)
+export COMPENDIUM_DATA_MIRROR ?= $(MIRROR)
+endif
+
+PROFILE ?= default
+JOBS    ?= 1
+
+.PHONY: install test book quick-book bench clean
+
+install: $(STAMP)
+
+# Re-install whenever the pins or the package metadata change.
+$(STAMP): constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# (grep drops the pip-config noise about absent local index folders on the reference machines)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/python -c "import compendium, torch, snntorch, torch_geometric, statsmodels, papermill, jupyter_book"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+book: $(STAMP)
+	$(BIN)/compendium build --profile $(PROFILE) --jobs $(JOBS)
+	@echo "Open _build/html/index.html"
+
+bench: $(STAMP)
+	$(BIN)/python bench/step_time.py
+
+clean:
+	rm -rf _build results/*.json book/chapters

@@ -1,0 +1,1 @@
+"""Book tooling: claims and verdicts, the chapter report, the runner, the scoreboard."""

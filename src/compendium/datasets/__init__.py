@@ -1,0 +1,128 @@
+"""Datasets: the registry of files (:mod:`.registry`) and loaders that say which data ran.
+
+Every loader returns a :class:`DataInfo` next to the data, stating exactly what was used
+(for example "MNIST re-split of the 10k test images, 8,000 train / 2,000 test"), which
+chapters record in their results and show to the reader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compendium.datasets.registry import DataMissing, Registry, Resolved, copy_to
+
+__all__ = ["DataInfo", "DataMissing", "Registry", "load_mnist", "load_planetoid", "MNIST_RESPLIT"]
+
+# The declared offline substitute for the missing MNIST training images: the 10k test
+# images split once, with this fixed seed, into 8,000 training and 2,000 test images.
+MNIST_RESPLIT = {"seed": 0, "n_train": 8000, "n_test": 2000}
+
+
+@dataclass
+class DataInfo:
+    name: str
+    description: str
+    files: list[dict[str, Any]] = field(default_factory=list)
+    n_train: int | None = None
+    n_test: int | None = None
+    substitute: bool = False  # True when a stand-in ran instead of the paper's data
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "files": self.files,
+                "n_train": self.n_train, "n_test": self.n_test, "substitute": self.substitute}
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip), the format of MNIST and Fashion-MNIST."""
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _subsample(n_total: int, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    if n is None or n >= n_total:
+        return np.arange(n_total)
+    return np.sort(rng.choice(n_total, size=n, replace=False))
+
+
+def load_mnist(n_train: int | None = None, n_test: int | None = None, *, split: str = "auto",
+               seed: int = 0, registry: Registry | None = None):
+    """MNIST as ``(train, test, info)``; ``train``/``test`` are ``(images, labels)`` tensors,
+    images ``float32 [N, 1, 28, 28]`` in [0, 1], labels ``int64 [N]``.
+
+    ``split``: ``"full"`` needs the 60k training images; ``"resplit"`` always uses the
+    declared re-split of the 10k test images (:data:`MNIST_RESPLIT`); ``"auto"`` takes the
+    full split when its files resolve and the re-split otherwise. ``n_train``/``n_test``
+    subsample (with ``seed``) for quick runs; the info says so.
+    """
+    import torch
+
+    if split not in ("auto", "full", "resplit"):
+        raise ValueError(f"split must be 'auto', 'full' or 'resplit', got {split!r}")
+    reg = registry or Registry.default()
+    test_files = reg.resolve("mnist", ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+    train_files: dict[str, Resolved] = {}
+    if split in ("auto", "full"):
+        try:
+            train_files = reg.resolve("mnist", ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"])
+        except DataMissing:
+            if split == "full":
+                raise
+    timg = _read_idx(test_files["t10k-images-idx3-ubyte.gz"].location)
+    tlab = _read_idx(test_files["t10k-labels-idx1-ubyte.gz"].location)
+    if train_files:
+        xtr, ytr = (_read_idx(train_files[n].location) for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"))
+        xte, yte = timg, tlab
+        desc, substitute = "MNIST, official split (60,000 train / 10,000 test)", False
+    else:
+        perm = np.random.default_rng(MNIST_RESPLIT["seed"]).permutation(len(timg))
+        tr, te = perm[: MNIST_RESPLIT["n_train"]], perm[MNIST_RESPLIT["n_train"]:]
+        xtr, ytr, xte, yte = timg[tr], tlab[tr], timg[te], tlab[te]
+        desc = ("MNIST re-split of the official 10,000 test images (the training images are not available "
+                f"offline): {len(tr):,} train / {len(te):,} test, split seed {MNIST_RESPLIT['seed']}")
+        substitute = True
+    rng = np.random.default_rng(seed)
+    itr, ite = _subsample(len(xtr), n_train, rng), _subsample(len(xte), n_test, rng)
+    if len(itr) < len(xtr) or len(ite) < len(xte):
+        desc += f"; subsampled to {len(itr):,} train / {len(ite):,} test (seed {seed})"
+    files = [r.as_dict() for r in (*test_files.values(), *train_files.values())]
+
+    def tensors(x, y, idx):
+        return (torch.from_numpy(x[idx].astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y[idx].astype(np.int64)))
+
+    info = DataInfo("mnist", desc, files, len(itr), len(ite), substitute)
+    return tensors(xtr, ytr, itr), tensors(xte, yte, ite), info
+
+
+_PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
+
+
+def load_planetoid(name: str, registry: Registry | None = None):
+    """A Planetoid citation graph (standard public split) as ``(data, info)``, read with
+    PyTorch Geometric from verified local files; nothing is fetched by PyG itself."""
+    from torch_geometric.io import read_planetoid_data
+
+    key = name.lower()
+    if key not in _PLANETOID:
+        raise ValueError(f"unknown Planetoid dataset {name!r}; choose one of {sorted(_PLANETOID)}")
+    reg = registry or Registry.default()
+    files = reg.resolve(key)
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in files.values():
+            copy_to(r, Path(tmp))
+        data = read_planetoid_data(tmp, _PLANETOID[key])
+    info = DataInfo(key, f"{_PLANETOID[key]} (Planetoid public split: {int(data.train_mask.sum())} train / "
+                    f"{int(data.val_mask.sum())} val / {int(data.test_mask.sum())} test nodes)",
+                    [r.as_dict() for r in files.values()], int(data.train_mask.sum()), int(data.test_mask.sum()))
+    return data, info

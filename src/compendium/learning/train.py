@@ -1,0 +1,191 @@
+"""The one training loop: epochs, optimizer, schedule, device, seeds, determinism,
+progress, per-epoch metrics, checkpoint/resume and a guard against NaN/inf losses.
+
+Every chapter trains through :func:`fit`; a model maps a batch of inputs ``[B, ...]`` to
+logits ``[B, classes]`` (spiking models own their input coding and time loop).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from compendium.progress import interactive, progress
+
+Data = Dataset | tuple[Tensor, Tensor]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says when."""
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` (an error if absent) or ``auto`` (cuda when available)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} was asked for but torch sees no CUDA device; use device='cpu' or 'auto'")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    return torch.device(device)
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of one training run (``records``: one dict per epoch)."""
+
+    records: list[dict[str, float]] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [r.get(key, float("nan")) for r in self.records]
+
+    def last(self, key: str) -> float:
+        return self.records[-1][key]
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.records)
+
+    def plot(self, keys: tuple[str, ...] = ("train_loss", "test_acc"), axes=None, label: str | None = None):
+        import matplotlib.pyplot as plt
+
+        if axes is None:
+            _, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+        axes = np.atleast_1d(axes)
+        for ax, key in zip(axes, keys):
+            ax.plot(self["epoch"], self[key], marker="o", label=label)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(key.replace("_", " "))
+        return axes
+
+
+def _loader(data: Data, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    ds = TensorDataset(*data) if isinstance(data, tuple) else data
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Data, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+             batch_size: int = 256, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on ``data`` (eval mode)."""
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total, correct, loss_sum = 0, 0, 0.0
+    for x, y in _loader(data, batch_size, False, 0):
+        x, y = x.to(dev), y.to(dev)
+        out = model(x)
+        loss_sum += float(loss_fn(out, y)) * len(y)
+        correct += int((out.argmax(1) == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return {"loss": loss_sum / total, "acc": correct / total}
+
+
+def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_size: int = 64,
+        test: Data | None = None, optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
+        weight_decay: float = 0.0, schedule: str | None = None,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, device: str = "cpu", seed: int = 0,
+        deterministic: bool = False, checkpoint: str | Path | None = None, resume: bool = False,
+        desc: str = "train", show_progress: bool = True,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> History:
+    """Train ``model`` and return its :class:`History`.
+
+    ``optimizer``: ``"adam"``, ``"sgd"`` (momentum 0.9) or a factory ``f(params, lr=...)``;
+    ``schedule``: ``None`` or ``"cosine"`` (annealed over ``epochs``). With ``checkpoint``,
+    the state (model, optimizer, schedule, history, RNG) is saved atomically after every
+    epoch, and ``resume=True`` continues from it. A NaN/inf loss stops training with
+    :class:`TrainingDiverged` naming the epoch and step.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    seed_everything(seed, deterministic)
+    dev = resolve_device(device)
+    model.to(dev)
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    params = [p for p in model.parameters() if p.requires_grad]
+    if callable(optimizer):
+        opt = optimizer(params, lr=lr)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'adam', 'sgd' or a factory, got {optimizer!r}")
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if schedule == "cosine" else None
+
+    history, start_epoch = History(), 1
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt and resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched and state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
+        history = History(state["history"])
+        start_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["rng"])
+        print(f"{desc}: resumed from {ckpt} after epoch {state['epoch']}", flush=True)
+
+    loader = _loader(train, batch_size, True, seed)
+    for epoch in range(start_epoch, epochs + 1):
+        model.train()
+        t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
+        steps = progress(loader, desc=f"{desc} epoch {epoch}/{epochs}", enabled=show_progress and interactive())
+        for step, (x, y) in enumerate(steps):
+            x, y = x.to(dev), y.to(dev)
+            out = model(x)
+            loss = loss_fn(out, y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{desc}: loss became {float(loss)} at epoch {epoch}, step {step} "
+                                       f"(lr={opt.param_groups[0]['lr']:g}); lower the learning rate or check the inputs")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((out.detach().argmax(1) == y).sum())
+            seen += len(y)
+        if sched:
+            sched.step()
+        rec = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "lr": opt.param_groups[0]["lr"], "time_s": time.time() - t0}
+        if test is not None:
+            ev = evaluate(model, test, loss_fn, device=dev)
+            rec.update(test_loss=ev["loss"], test_acc=ev["acc"])
+        history.records.append(rec)
+        if show_progress:
+            print(f"{desc} epoch {epoch}/{epochs}: " + ", ".join(
+                f"{k}={v:.4g}" for k, v in rec.items() if k not in ("epoch", "lr")), flush=True)
+        if on_epoch:
+            on_epoch(epoch, rec)
+        if ckpt:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict() if sched else None, "history": history.records,
+                        "epoch": epoch, "rng": torch.get_rng_state()}, tmp)
+            os.replace(tmp, ckpt)
+    return history

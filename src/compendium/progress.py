@@ -1,0 +1,35 @@
+"""Progress that suits where it runs: a tqdm bar on a terminal, plain lines elsewhere
+(papermill, CI logs, the rendered book), so that logs stay readable."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def interactive() -> bool:
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", lines: int = 4,
+             enabled: bool = True) -> Iterator[T]:
+    """Iterate with a progress bar (terminal) or about ``lines`` plain progress lines."""
+    if not enabled:
+        yield from iterable
+        return
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    if interactive():
+        from tqdm import tqdm
+
+        yield from tqdm(iterable, total=total, desc=desc, leave=False)
+        return
+    start = time.time()
+    every = max(1, (total or 0) // max(1, lines)) if total else None
+    for i, item in enumerate(iterable, 1):
+        yield item
+        if every and (i % every == 0 or i == total):
+            print(f"{desc}: {i}/{total} ({time.time() - start:.1f} s)", flush=True)

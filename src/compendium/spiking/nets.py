@@ -1,0 +1,98 @@
+"""Small spiking classifiers (and their ANN twins) used by the primer and the benchmarks.
+
+Both nets are built from the same list of stateless layers; the SNN folds time into batch
+for those layers (:class:`~compendium.spiking.layers.SeqFold`) and puts a multi-step
+:class:`~compendium.spiking.neuron.LIF` where the ANN has a ReLU. The readout is the output
+layer's current averaged over the ``T`` steps (a non-spiking integrator), so logits are
+real-valued and cross-entropy applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import Tensor, nn
+
+from compendium.spiking.layers import Encoder, MeanOverTime, SeqFold
+from compendium.spiking.neuron import LIF
+
+
+def conv_stages(in_channels: int, channels: tuple[int, ...], hidden: int, classes: int, image_size: int) -> list[list[nn.Module]]:
+    """Stages of stateless layers; an activation (ReLU or LIF) follows every stage but the last.
+
+    ``[conv3x3(c) → maxpool2] × len(channels) → flatten → linear(hidden) → linear(classes)``"""
+    stages: list[list[nn.Module]] = []
+    c_in, size = in_channels, image_size
+    for i, c in enumerate(channels):
+        # pooling sits before the next conv so the activation acts on the conv's output; max
+        # pooling keeps spikes binary, so the next layer still only accumulates
+        pre = [nn.MaxPool2d(2)] if i > 0 else []
+        stages.append([*pre, nn.Conv2d(c_in, c, 3, padding=1, bias=False)])
+        c_in = c
+        size //= 2 if i > 0 else 1
+    size //= 2
+    stages.append([nn.MaxPool2d(2), nn.Flatten(), nn.Linear(c_in * size * size, hidden, bias=False)])
+    stages.append([nn.Linear(hidden, classes)])
+    return stages
+
+
+class SpikingClassifier(nn.Module):
+    """Encoder → [stateless stage → LIF] × n → output stage → mean over time."""
+
+    def __init__(self, stages: list[list[nn.Module]], T: int, encoding: str = "rate", lif: dict[str, Any] | None = None):
+        super().__init__()
+        lif = {"decay": 0.5, "threshold": 0.5, **(lif or {})}
+        self.T = T
+        self.encoder = Encoder(encoding, T)
+        layers: list[nn.Module] = []
+        for i, stage in enumerate(stages):
+            layers.append(SeqFold(*stage))
+            if i < len(stages) - 1:
+                layers.append(LIF(step_mode="multi", **lif))
+        self.body = nn.Sequential(*layers)
+        self.readout = MeanOverTime()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.readout(self.body(self.encoder(x)))
+
+
+class ANNClassifier(nn.Module):
+    """The same stages with ReLU activations (the ANN twin)."""
+
+    def __init__(self, stages: list[list[nn.Module]]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, stage in enumerate(stages):
+            layers += stage
+            if i < len(stages) - 1:
+                layers.append(nn.ReLU())
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+def spiking_convnet(T: int = 4, channels: tuple[int, ...] = (8, 16), hidden: int = 64, classes: int = 10,
+                    in_channels: int = 1, image_size: int = 28, encoding: str = "rate",
+                    lif: dict[str, Any] | None = None) -> SpikingClassifier:
+    return SpikingClassifier(conv_stages(in_channels, channels, hidden, classes, image_size), T, encoding, lif)
+
+
+def ann_convnet(channels: tuple[int, ...] = (8, 16), hidden: int = 64, classes: int = 10, in_channels: int = 1,
+                image_size: int = 28) -> ANNClassifier:
+    return ANNClassifier(conv_stages(in_channels, channels, hidden, classes, image_size))
+
+
+def mlp_stages(sizes: tuple[int, ...]) -> list[list[nn.Module]]:
+    """``flatten → linear`` stages for layer sizes ``(in, h1, ..., out)``."""
+    stages: list[list[nn.Module]] = [[nn.Flatten(), nn.Linear(sizes[0], sizes[1])]]
+    stages += [[nn.Linear(a, b)] for a, b in zip(sizes[1:-1], sizes[2:])]
+    return stages
+
+
+def spiking_mlp(sizes: tuple[int, ...] = (784, 256, 10), T: int = 8, encoding: str = "rate",
+                lif: dict[str, Any] | None = None) -> SpikingClassifier:
+    return SpikingClassifier(mlp_stages(sizes), T, encoding, lif)
+
+
+NeuronFactory = Callable[[], nn.Module]

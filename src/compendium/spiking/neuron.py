@@ -1,0 +1,207 @@
+"""The leaky integrate-and-fire neuron in the STBP form, its variants, and a snntorch module.
+
+Discrete LIF (Wu et al. 2018, STBP, Eqs. 1–3; the form of every Tsinghua-group paper in
+this book), with input current ``I[t]``, decay ``k``, threshold ``V_th`` and spike ``o``:
+
+    zero (hard) reset:      u[t] = k · u[t-1] · (1 - o[t-1]) + I[t]
+    subtract (soft) reset:  u[t] = k · u[t-1] + I[t] - V_th · o[t-1]        (snntorch "subtract")
+    subtract_decayed:       u[t] = k · (u[t-1] - V_th · o[t-1]) + I[t]      (hybrid-plasticity code)
+    spike:                  o[t] = H(u[t] - V_th)
+
+``detach_reset`` says whether the reset path carries gradient: the STBP papers
+back-propagate through ``o[t-1]`` in the reset (``False``); snntorch detaches it (``True``).
+
+Two implementations of the same equations:
+
+- :func:`lif_sequence_reference` — a plain autograd loop, the readable reference, also used
+  when ``k`` or ``V_th`` are learnable tensors;
+- :func:`lif_sequence` — a fused autograd function with the BPTT backward written out
+  (below), several times cheaper in memory and time; tests hold it equal to the reference.
+
+BPTT through the recurrence (``δ`` = total gradient w.r.t. ``u[t]``, ``h`` the surrogate):
+
+    g_o[t] = ∂L/∂o[t] + δ[t+1] · ∂u[t+1]/∂o[t]          (second term absent when detached)
+    δ[t]   = g_o[t] · h(u[t] - V_th) + ∂L/∂u[t] + δ[t+1] · ∂u[t+1]/∂u[t]
+    ∂L/∂I[t] = δ[t]
+
+with ``∂u[t+1]/∂u[t] = k(1 - o[t])`` and ``∂u[t+1]/∂o[t] = -k u[t]`` for the zero reset,
+``k`` and ``-V_th`` for subtract, ``k`` and ``-k V_th`` for subtract_decayed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import snntorch
+import torch
+from torch import Tensor
+
+from compendium.spiking.surrogate import Rectangular, Surrogate
+
+Reset = Literal["zero", "subtract", "subtract_decayed"]
+RESETS = ("zero", "subtract", "subtract_decayed")
+
+
+def _check(reset: str) -> None:
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+
+
+def lif_step(current: Tensor, mem: Tensor, decay: float | Tensor, threshold: float | Tensor,
+             reset: Reset = "zero", detach_reset: bool = False, surrogate: Surrogate | None = None) -> tuple[Tensor, Tensor]:
+    """One step: from the previous membrane ``mem`` (= ``u[t-1]``) and ``current`` (= ``I[t]``)
+    return ``(o[t], u[t])``. The previous spike is recomputed as ``H(u[t-1] - V_th)``, as
+    snntorch does, so the state is the membrane alone."""
+    _check(reset)
+    surrogate = surrogate or Rectangular()
+    prev = surrogate(mem - threshold)
+    if detach_reset:
+        prev = prev.detach()
+    if reset == "zero":
+        u = decay * mem * (1 - prev) + current
+    elif reset == "subtract":
+        u = decay * mem + current - threshold * prev
+    else:
+        u = decay * (mem - threshold * prev) + current
+    return surrogate(u - threshold), u
+
+
+def lif_sequence_reference(current: Tensor, decay: float | Tensor, threshold: float | Tensor, reset: Reset = "zero",
+                           detach_reset: bool = False, surrogate: Surrogate | None = None) -> tuple[Tensor, Tensor]:
+    """Plain-autograd multi-step LIF over ``current [T, ...]``; returns ``(spikes, membranes)``."""
+    _check(reset)
+    surrogate = surrogate or Rectangular()
+    u = torch.zeros_like(current[0])
+    o = torch.zeros_like(current[0])
+    spikes, mems = [], []
+    for t in range(current.shape[0]):
+        prev = o.detach() if detach_reset else o
+        if reset == "zero":
+            u = decay * u * (1 - prev) + current[t]
+        elif reset == "subtract":
+            u = decay * u + current[t] - threshold * prev
+        else:
+            u = decay * (u - threshold * prev) + current[t]
+        o = surrogate(u - threshold)
+        spikes.append(o)
+        mems.append(u)
+    return torch.stack(spikes), torch.stack(mems)
+
+
+_RESET_CODE = {"zero": 0, "subtract": 1, "subtract_decayed": 2}
+
+
+class _LIFSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, current: Tensor, decay: float, threshold: float, reset: int, detach_reset: bool,
+                surrogate: Surrogate):
+        spikes = torch.empty_like(current)
+        mems = torch.empty_like(current)
+        u = torch.zeros_like(current[0])
+        o = torch.zeros_like(current[0])
+        for t in range(current.shape[0]):
+            if reset == 0:
+                u = decay * u * (1 - o) + current[t]
+            elif reset == 1:
+                u = decay * u + current[t] - threshold * o
+            else:
+                u = decay * (u - threshold * o) + current[t]
+            o = (u > threshold).to(current.dtype)
+            mems[t] = u
+            spikes[t] = o
+        ctx.save_for_backward(spikes, mems)
+        ctx.params = (decay, threshold, reset, detach_reset, surrogate)
+        return spikes, mems
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor | None, grad_mems: Tensor | None):
+        spikes, mems = ctx.saved_tensors
+        decay, threshold, reset, detach_reset, surrogate = ctx.params
+        T = spikes.shape[0]
+        grad_current = torch.empty_like(mems)
+        delta_next = None  # δ[t+1]
+        for t in range(T - 1, -1, -1):
+            g_o = grad_spikes[t] if grad_spikes is not None else torch.zeros_like(mems[t])
+            if delta_next is not None and not detach_reset:
+                if reset == 0:
+                    g_o = g_o - delta_next * decay * mems[t]
+                elif reset == 1:
+                    g_o = g_o - delta_next * threshold
+                else:
+                    g_o = g_o - delta_next * (decay * threshold)
+            delta = g_o * surrogate.grad(mems[t] - threshold)
+            if grad_mems is not None:
+                delta = delta + grad_mems[t]
+            if delta_next is not None:
+                delta = delta + delta_next * (decay * (1 - spikes[t]) if reset == 0 else decay)
+            grad_current[t] = delta
+            delta_next = delta
+        return grad_current, None, None, None, None, None
+
+
+def lif_sequence(current: Tensor, decay: float | Tensor, threshold: float | Tensor, reset: Reset = "zero",
+                 detach_reset: bool = False, surrogate: Surrogate | None = None) -> tuple[Tensor, Tensor]:
+    """Multi-step LIF over ``current [T, ...]``; returns ``(spikes, membranes)``, both ``[T, ...]``.
+
+    Uses the fused kernel when ``decay`` and ``threshold`` are plain numbers and falls back
+    to :func:`lif_sequence_reference` when either is a tensor that needs a gradient."""
+    _check(reset)
+    surrogate = surrogate or Rectangular()
+    if isinstance(decay, Tensor) or isinstance(threshold, Tensor):
+        return lif_sequence_reference(current, decay, threshold, reset, detach_reset, surrogate)
+    return _LIFSequence.apply(current, float(decay), float(threshold), _RESET_CODE[reset], bool(detach_reset), surrogate)
+
+
+class LIF(snntorch.Leaky):
+    """snntorch's ``Leaky`` configured to the STBP equations, in one- or multi-step mode.
+
+    ``LIF(decay=0.2, threshold=0.5)`` is the STBP neuron of the Tsinghua group's code
+    (zero reset, rectangular surrogate of width 1, gradient through the reset).
+    ``step_mode="single"`` keeps snntorch's call ``spk, mem = lif(x, mem)``;
+    ``step_mode="multi"`` maps ``[T, B, ...]`` currents to ``[T, B, ...]`` spikes in one call
+    (the fast path), and keeps the last membrane sequence in ``self.mem_seq`` when
+    ``record_mem`` is set. With ``reset="zero"`` or ``"subtract"`` and ``detach_reset=True``
+    it computes exactly what ``snntorch.Leaky(beta=decay, reset_mechanism=reset)`` computes.
+    """
+
+    def __init__(self, decay: float = 0.2, threshold: float = 0.5, *, reset: Reset = "zero", detach_reset: bool = False,
+                 surrogate: Surrogate | None = None, step_mode: Literal["single", "multi"] = "multi",
+                 learn_decay: bool = False, learn_threshold: bool = False, record_mem: bool = False):
+        _check(reset)
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        if step_mode not in ("single", "multi"):
+            raise ValueError(f"step_mode must be 'single' or 'multi', got {step_mode!r}")
+        surrogate = surrogate or Rectangular()
+        super().__init__(beta=decay, threshold=threshold, spike_grad=surrogate, learn_beta=learn_decay,
+                         learn_threshold=learn_threshold, reset_mechanism="zero" if reset == "zero" else "subtract")
+        self.reset = reset
+        self.detach_reset = detach_reset
+        self.surrogate = surrogate
+        self.step_mode = step_mode
+        self.record_mem = record_mem
+        self.mem_seq: Tensor | None = None
+
+    def _params(self) -> tuple[float | Tensor, float | Tensor]:
+        decay = self.beta.clamp(0, 1) if self.beta.requires_grad else float(self.beta)
+        threshold = self.threshold if self.threshold.requires_grad else float(self.threshold)
+        return decay, threshold
+
+    def extra_repr(self) -> str:
+        decay, threshold = self._params()
+        return (f"decay={float(decay):g}, threshold={float(threshold):g}, reset={self.reset}, "
+                f"detach_reset={self.detach_reset}, surrogate={self.surrogate!r}, step_mode={self.step_mode}")
+
+    def forward(self, input_: Tensor, mem: Tensor | None = None):
+        decay, threshold = self._params()
+        if self.step_mode == "multi":
+            if mem is not None:
+                raise ValueError("multi-step mode starts from rest; pass no membrane")
+            spikes, mems = lif_sequence(input_, decay, threshold, self.reset, self.detach_reset, self.surrogate)
+            self.mem_seq = mems if self.record_mem else None
+            return spikes
+        if mem is None:
+            mem = self.mem if self.mem.shape == input_.shape else torch.zeros_like(input_)
+        spk, new_mem = lif_step(input_, mem, decay, threshold, self.reset, self.detach_reset, self.surrogate)
+        self.mem = new_mem
+        return spk, new_mem
