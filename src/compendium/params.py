@@ -36,6 +36,20 @@ class ParameterError(ValueError):
         super().__init__(f"invalid parameters for chapter '{chapter}':\n  - " + "\n  - ".join(problems))
 
 
+def _parse_text(text: str) -> Any:
+    """Command-line values arrive as text: read numbers as Python does ("3", "1e-3") and
+    the rest as YAML would ("true", "null"); anything else stays text."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
@@ -63,8 +77,7 @@ class ParamSpec:
                 return None
             raise ValueError(f"'{self.name}' may not be null")
         if isinstance(value, str) and self.type != "str":
-            # Command-line values arrive as text: read them the way YAML would ("3", "0.5", "true").
-            value = yaml.safe_load(value)
+            value = _parse_text(value)
         t = _TYPES[self.type]
         if self.type == "bool":
             if not isinstance(value, bool):

@@ -177,6 +177,7 @@ class Registry:
             return None
         target = self.cache_dir / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
+        errors = []
         for url in f.urls:
             fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{f.name}.", suffix=".part")
             tmp = Path(tmp_name)
@@ -194,9 +195,10 @@ class Registry:
                 self.log(f"[data] downloaded {f.path} from {url}")
                 return Resolved(f, target, "download", got["sha256"])
             except (OSError, ValueError) as err:  # URLError is an OSError
-                self.log(f"[data] download of {f.name} from {url} failed: {err}")
+                errors.append(f"{url}: {err}")
             finally:
                 tmp.unlink(missing_ok=True)
+        self.log(f"[data] {f.path}: not in the cache or mirror, and no download succeeded ({'; '.join(errors)})")
         return None
 
     def resolve(self, dataset: str, files: Iterable[str] | None = None, *, download: bool = True) -> dict[str, Resolved]:

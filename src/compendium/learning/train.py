@@ -150,8 +150,9 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         torch.set_rng_state(state["rng"])
         print(f"{desc}: resumed from {ckpt} after epoch {state['epoch']}", flush=True)
 
-    loader = _loader(train, batch_size, True, seed)
     for epoch in range(start_epoch, epochs + 1):
+        # one shuffle seed per epoch, so that a resumed run sees the same batches as an uninterrupted one
+        loader = _loader(train, batch_size, True, seed * 100_003 + epoch)
         model.train()
         t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
         steps = progress(loader, desc=f"{desc} epoch {epoch}/{epochs}", enabled=show_progress and interactive())

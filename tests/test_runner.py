@@ -1,0 +1,136 @@
+"""The chapter runner: validation before compute, atomic outputs, failures, change detection."""
+
+import json
+import subprocess
+import sys
+
+import papermill as pm
+import pytest
+
+from compendium.book.runner import ChapterFailed, is_stale, run_chapter, run_stale
+from compendium.params import ParameterError
+
+
+def _cli(project, *args):
+    return subprocess.run([sys.executable, "-m", "compendium", "--root", str(project.root), "--output-root",
+                           str(project.output_root), *args], capture_output=True, text=True)
+
+
+def _seed_previous_outputs(project):
+    project.executed_dir.mkdir(parents=True, exist_ok=True)
+    project.results_dir.mkdir(parents=True, exist_ok=True)
+    project.executed("demo").write_text("previous notebook")
+    project.record("demo").write_text('{"previous": true}')
+
+
+def _outputs(project):
+    return project.executed("demo").read_text(), project.record("demo").read_text()
+
+
+def test_successful_run_writes_notebook_and_record(demo_project):
+    out = run_chapter(demo_project, "demo", "quick", log=lambda m: None)
+    rec = json.loads(demo_project.record("demo").read_text())
+    assert rec["profile"] == "quick" and rec["parameters"] == {"x": 2, "fail": False}
+    assert rec["numbers"]["y"] == 4
+    assert rec["claims"][0]["verdict"] == "reproduced"
+    for key in ("inputs_hash", "wall_time_s", "started_at", "environment"):
+        assert key in rec
+    assert rec["environment"]["packages"]["torch"]
+    assert out.notebook.is_file()
+    leftovers = [p.name for d in (demo_project.executed_dir, demo_project.results_dir) for p in d.iterdir()
+                 if "partial" in p.name]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["-p", "x", "101"], ["'x' must be <= 100"]),
+    (["-p", "x", "two"], ["'x' must be an integer"]),
+    (["-p", "y", "1"], ["unknown parameter 'y'"]),
+    (["--profile", "huge"], ["unknown profile"]),
+])
+def test_bad_parameters_fail_before_compute_and_touch_nothing(demo_project, args, words):
+    _seed_previous_outputs(demo_project)
+    proc = _cli(demo_project, "run", "demo", *args)
+    assert proc.returncode == 2
+    for w in words:
+        assert w in proc.stderr
+    assert _outputs(demo_project) == ("previous notebook", '{"previous": true}')
+    assert not (demo_project.build_dir / "failed").exists()  # nothing was executed
+
+
+def test_failing_notebook_keeps_previous_outputs_and_names_the_cell(demo_project):
+    _seed_previous_outputs(demo_project)
+    with pytest.raises(ChapterFailed) as err:
+        run_chapter(demo_project, "demo", overrides={"fail": True}, log=lambda m: None)
+    msg = str(err.value)
+    assert "cell 3" in msg and "ValueError: asked to fail" in msg  # cells 0-2: title, parameters, papermill's injected one
+    assert _outputs(demo_project) == ("previous notebook", '{"previous": true}')
+    assert (demo_project.build_dir / "failed" / "demo.ipynb").is_file()
+    assert not any("partial" in p.name for p in demo_project.results_dir.iterdir())
+
+
+def test_cli_reports_failure_with_exit_code_1(demo_project):
+    proc = _cli(demo_project, "run", "demo", "-p", "fail", "true")
+    assert proc.returncode == 1
+    assert "asked to fail" in proc.stderr
+
+
+def test_unknown_chapter_is_a_clear_error(demo_project):
+    proc = _cli(demo_project, "run", "nosuch")
+    assert proc.returncode == 2 and "no chapter 'nosuch'" in proc.stderr and "demo" in proc.stderr
+
+
+def test_change_detection(demo_project):
+    assert is_stale(demo_project, "demo", "default")
+    run_chapter(demo_project, "demo", log=lambda m: None)
+    assert not is_stale(demo_project, "demo", "default")
+    assert is_stale(demo_project, "demo", "quick")  # another profile
+    assert run_stale(demo_project, "default", log=lambda m: None) == {"demo": "fresh"}
+    claims = demo_project.claims_file("demo")
+    claims.write_text(claims.read_text().replace("y is twice x.", "y is two times x."))
+    assert is_stale(demo_project, "demo", "default")  # the claims changed
+    run_chapter(demo_project, "demo", log=lambda m: None)
+    assert not is_stale(demo_project, "demo", "default")
+    nb = demo_project.notebook("demo")
+    nb.write_text(nb.read_text().replace("y = 2 * x", "y = x + x"))
+    assert is_stale(demo_project, "demo", "default")  # the notebook changed
+
+
+def test_plain_papermill_works_without_the_runner(demo_project, tmp_path, monkeypatch):
+    monkeypatch.delenv("COMPENDIUM_RECORD", raising=False)
+    out = tmp_path / "out.ipynb"
+    pm.execute_notebook(str(demo_project.notebook("demo")), str(out), parameters={"x": 5},
+                        cwd=str(demo_project.notebooks_dir), progress_bar=False)
+    assert out.is_file()
+    assert not demo_project.record("demo").exists()  # no record outside the runner
+
+
+def test_list_shows_chapters_and_last_result(demo_project):
+    proc = _cli(demo_project, "list")
+    assert proc.returncode == 0 and "demo" in proc.stdout and "last run: never" in proc.stdout
+    run_chapter(demo_project, "demo", log=lambda m: None)
+    proc = _cli(demo_project, "list")
+    assert "profile default" in proc.stdout and "reproduced" in proc.stdout
+
+
+@pytest.mark.book
+def test_build_renders_book_with_scoreboard(demo_project):
+    proc = _cli(demo_project, "build", "--profile", "quick")
+    assert proc.returncode == 0, proc.stderr
+    html = demo_project.build_dir / "html"
+    index = (html / "book" / "index.html").read_text()
+    assert "chapters/demo.html" in index and "scoreboard.html" in index
+    board = (html / "book" / "scoreboard.html").read_text()
+    assert "reproduced" in board and "Demo chapter" in board
+    chapter = (html / "book" / "chapters" / "demo.html").read_text()
+    assert "y is 4" in chapter.replace("<span class=\"pasted-text\">", "").replace("</span>", "")
+    # a second build re-runs nothing
+    proc = _cli(demo_project, "build", "--profile", "quick")
+    assert "demo: up to date" in proc.stdout
+
+
+@pytest.mark.book
+def test_build_fails_on_a_broken_reference(demo_project):
+    (demo_project.root / "book" / "index.md").write_text("# Demo\n\nSee {doc}`nowhere <missing-page>`.\n")
+    proc = _cli(demo_project, "build", "--profile", "quick")
+    assert proc.returncode == 1 and "jupyter-book build failed" in proc.stderr

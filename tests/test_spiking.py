@@ -1,0 +1,226 @@
+"""The spiking core against plain references of its equations, and against snntorch."""
+
+import math
+
+import numpy as np
+import pytest
+import snntorch
+import torch
+from torch import nn
+
+from compendium.spiking import (LIF, ArcTan, OpCounter, Rectangular, SeqFold, Sigmoid, direct, events_to_frames,
+                                lif_sequence, lif_sequence_reference, lif_step, rate)
+from compendium.spiking import surrogate as surrogates
+from compendium.spiking.counters import conv2d_sops
+
+RESETS = ["zero", "subtract", "subtract_decayed"]
+SURROGATES = [Rectangular(1.0), Rectangular(0.4), ArcTan(2.0), Sigmoid(5.0)]
+
+
+def stbp_by_hand(current, k, vth, reset):
+    """The update written out with numpy, independent of the package."""
+    I = current.numpy().astype(np.float64)
+    u, o = np.zeros_like(I[0]), np.zeros_like(I[0])
+    spikes, mems = [], []
+    for t in range(len(I)):
+        if reset == "zero":
+            u = k * u * (1 - o) + I[t]
+        elif reset == "subtract":
+            u = k * u + I[t] - vth * o
+        else:
+            u = k * (u - vth * o) + I[t]
+        o = (u > vth).astype(np.float64)
+        spikes.append(o)
+        mems.append(u)
+    return np.stack(spikes), np.stack(mems)
+
+
+@pytest.mark.parametrize("reset", RESETS)
+def test_forward_equals_the_equation(reset):
+    x = torch.randn(12, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.6
+    s_ref, m_ref = stbp_by_hand(x, 0.6, 0.4, reset)
+    for fn in (lif_sequence, lif_sequence_reference):
+        s, m = fn(x, 0.6, 0.4, reset)
+        np.testing.assert_array_equal(s.numpy(), s_ref)
+        np.testing.assert_allclose(m.numpy(), m_ref, rtol=0, atol=1e-12)
+    assert s_ref.sum() > 0 and (1 - s_ref).sum() > 0  # the test input makes some, not all, neurons fire
+
+
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("sg", SURROGATES, ids=repr)
+def test_fused_bptt_equals_autograd(reset, detach, sg):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(10, 50, dtype=torch.float64, generator=g) * 0.5
+    w_s, w_m = torch.randn(10, 50, dtype=torch.float64, generator=g), torch.randn(10, 50, dtype=torch.float64, generator=g)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s1, m1 = lif_sequence(a, 0.7, 0.3, reset, detach, sg)
+    s2, m2 = lif_sequence_reference(b, 0.7, 0.3, reset, detach, sg)
+    ((s1 * w_s).sum() + (m1 * w_m).sum()).backward()
+    ((s2 * w_s).sum() + (m2 * w_m).sum()).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    assert a.grad.abs().sum() > 0
+
+
+def test_hand_derived_gradient_two_steps():
+    """T=2, zero reset, gradient through the reset: dL/dI[0] for L = o[1], written out by hand."""
+    k, vth = 0.5, 0.5
+    sg = Rectangular(1.0)
+    I = torch.tensor([[0.8], [0.4]], dtype=torch.float64, requires_grad=True)
+    spikes, mems = lif_sequence(I, k, vth, "zero", False, sg)
+    spikes[1].sum().backward()
+    u0, u1, o0 = mems[0, 0].item(), mems[1, 0].item(), spikes[0, 0].item()
+    h = lambda u: float(abs(u - vth) < 0.5)
+    # u1 = k u0 (1 - o0) + I1, o0 = H(u0 - vth)  =>  du1/dI0 = k(1 - o0) - k u0 h(u0)
+    expected = h(u1) * (k * (1 - o0) - k * u0 * h(u0))
+    assert I.grad[0, 0].item() == pytest.approx(expected)
+    assert I.grad[1, 0].item() == pytest.approx(h(u1))
+
+
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+def test_equals_snntorch_leaky(reset):
+    """Where the equations coincide (reset detached), our neuron is snntorch's Leaky."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(15, 40, generator=g) * 0.5
+    w = torch.randn(15, 40, generator=g)
+    sg = Rectangular()
+    ours = LIF(0.8, 0.4, reset=reset, detach_reset=True, surrogate=sg, record_mem=True)
+    ref = snntorch.Leaky(beta=0.8, threshold=0.4, spike_grad=sg, reset_mechanism=reset)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s1 = ours(a)
+    mem, out, mems = ref.reset_mem(), [], []
+    for t in range(15):
+        s, mem = ref(b[t], mem)
+        out.append(s)
+        mems.append(mem)
+    s2 = torch.stack(out)
+    torch.testing.assert_close(s1, s2)
+    torch.testing.assert_close(ours.mem_seq, torch.stack(mems))
+    (s1 * w).sum().backward()
+    (s2 * w).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    assert isinstance(ours, snntorch.Leaky)
+
+
+def test_single_step_mode_matches_multi_step():
+    x = torch.randn(9, 4, 6) * 0.6
+    multi = LIF(0.5, 0.5)(x)
+    single = LIF(0.5, 0.5, step_mode="single")
+    mem, out = None, []
+    for t in range(9):
+        s, mem = single(x[t], mem)
+        out.append(s)
+    torch.testing.assert_close(torch.stack(out), multi)
+
+
+def test_learnable_decay_and_threshold_get_gradients():
+    lif = LIF(0.5, 0.5, learn_decay=True, learn_threshold=True)
+    x = torch.rand(6, 3, 8)
+    lif(x).sum().backward()
+    assert lif.beta.grad is not None and lif.threshold.grad is not None
+
+
+@pytest.mark.parametrize("kwargs, match", [({"reset": "sideways"}, "reset"), ({"decay": 1.5}, "decay"),
+                                           ({"step_mode": "both"}, "step_mode")])
+def test_bad_neuron_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LIF(**kwargs)
+
+
+def test_lif_step_returns_spike_and_membrane():
+    s, u = lif_step(torch.tensor([0.7]), torch.tensor([0.0]), 0.5, 0.5)
+    assert s.item() == 1.0 and u.item() == pytest.approx(0.7)
+
+
+# --- surrogates -----------------------------------------------------------------------------
+def test_surrogate_formulas():
+    x = torch.linspace(-1.5, 1.5, 301, dtype=torch.float64)
+    np.testing.assert_allclose(Rectangular(0.8).grad(x).numpy(), (np.abs(x.numpy()) < 0.4) / 0.8)
+    a = 3.0
+    np.testing.assert_allclose(ArcTan(a).grad(x).numpy(), (a / 2) / (1 + (math.pi / 2 * a * x.numpy()) ** 2))
+    k = 4.0
+    sig = 1 / (1 + np.exp(-k * x.numpy()))
+    np.testing.assert_allclose(Sigmoid(k).grad(x).numpy(), k * sig * (1 - sig), rtol=1e-12)
+    # each is the derivative of a step-like primitive: it integrates to one
+    for sg in (Rectangular(0.8), ArcTan(a), Sigmoid(k)):
+        xs = torch.linspace(-200, 200, 400_001, dtype=torch.float64)
+        assert torch.trapezoid(sg.grad(xs), xs).item() == pytest.approx(1.0, abs=1e-2)
+
+
+@pytest.mark.parametrize("ours, theirs", [(ArcTan(2.0), snntorch.surrogate.atan(2.0)),
+                                          (Sigmoid(25.0), snntorch.surrogate.sigmoid(25.0))])
+def test_surrogates_match_snntorch(ours, theirs):
+    x = torch.linspace(-1, 1, 101)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours(a).sum().backward()
+    theirs(b).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    assert torch.equal(ours(x), theirs(x))
+
+
+def test_surrogate_registry():
+    assert isinstance(surrogates.get("arctan", 3.0), ArcTan)
+    with pytest.raises(ValueError, match="unknown surrogate"):
+        surrogates.get("tanh")
+    with pytest.raises(ValueError):
+        Rectangular(0)
+
+
+# --- encoders -------------------------------------------------------------------------------
+def test_direct_and_rate_coding():
+    x = torch.tensor([[0.0, 0.25, 1.0]])
+    d = direct(x, 5)
+    assert d.shape == (5, 1, 3) and torch.equal(d[3], x)
+    r = rate(x.expand(4000, 3), 10, torch.Generator().manual_seed(0))
+    assert set(r.unique().tolist()) <= {0.0, 1.0}
+    means = r.mean((0, 1))
+    assert means[0] == 0 and means[2] == 1 and abs(means[1].item() - 0.25) < 0.01
+    with pytest.raises(ValueError):
+        rate(x, 0)
+
+
+def test_events_to_frames():
+    ev = np.array([[0.0, 1, 2, 1], [0.1, 1, 2, 1], [0.95, 3, 0, 0], [0.5, 0, 0, 1]])
+    f = events_to_frames(ev, T=2, height=3, width=4, t_range=(0.0, 1.0), binary=False)
+    assert f.shape == (2, 2, 3, 4)
+    assert f[0, 1, 2, 1] == 2 and f[1, 0, 0, 3] == 1 and f[1, 1, 0, 0] == 1 and f.sum() == 4
+    assert events_to_frames(ev, 2, 3, 4, (0.0, 1.0))[0, 1, 2, 1] == 1
+    with pytest.raises(ValueError, match="out of range"):
+        events_to_frames(np.array([[0.0, 9, 0, 1]]), 2, 3, 4)
+
+
+# --- counters -------------------------------------------------------------------------------
+def test_linear_sops_and_macs_by_hand():
+    lin = nn.Linear(5, 3)
+    x = torch.tensor([[1.0, 0, 1, 0, 0], [0, 0, 0, 0, 1]])
+    with OpCounter(lin) as c:
+        lin(x)
+    ops, _ = c.summary(2)
+    assert ops.loc[0, "MACs/sample"] == 15  # 3 x 5
+    assert ops.loc[0, "SOPs/sample"] == (2 + 1) * 3 / 2  # 3 non-zero inputs, each reaching 3 outputs, over 2 samples
+
+
+def test_conv_sops_equal_a_brute_force_count():
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+    x = (torch.rand(2, 2, 7, 7, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    brute = 0
+    xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for n in range(2):
+        for i in range(4):
+            for j in range(4):
+                brute += int(xp[n, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum()) * 3
+    assert conv2d_sops(x, conv) == brute
+
+
+def test_non_binary_input_is_counted_as_macs_and_spikes_are_counted():
+    net = nn.Sequential(SeqFold(nn.Linear(4, 6)), LIF(0.5, 0.2), SeqFold(nn.Linear(6, 2)))
+    x = torch.rand(5, 3, 4)  # analog input [T=5, B=3, 4]
+    with OpCounter(net) as c:
+        out = net(x)
+        spikes = net[1](net[0](x))
+    ops, spk = c.summary(3)
+    assert ops.loc[0, "SOPs/sample"] is None or np.isnan(ops.loc[0, "SOPs/sample"])
+    assert spk.loc[0, "neurons"] == 6 and spk.loc[0, "T"] == 5
+    # the hook saw two forward passes of the LIF layer with the same spikes
+    assert spk.loc[0, "firing rate"] == pytest.approx(float(spikes.detach().mean()))
+    assert out.shape == (5, 3, 2)
