@@ -224,3 +224,9 @@ def test_non_binary_input_is_counted_as_macs_and_spikes_are_counted():
     # the hook saw two forward passes of the LIF layer with the same spikes
     assert spk.loc[0, "firing rate"] == pytest.approx(float(spikes.detach().mean()))
     assert out.shape == (5, 3, 2)
+
+
+@pytest.mark.parametrize("sg", SURROGATES, ids=repr)
+def test_in_place_derivative_equals_the_formula(sg):
+    x = torch.linspace(-2, 2, 1001, dtype=torch.float64)
+    torch.testing.assert_close(sg.grad_(x.clone()), sg.grad(x))

@@ -92,49 +92,65 @@ _RESET_CODE = {"zero": 0, "subtract": 1, "subtract_decayed": 2}
 
 
 class _LIFSequence(torch.autograd.Function):
+    # Written for memory traffic, which dominates on a CPU: every step is two or three fused
+    # float passes written in place into the [T, ...] outputs, spikes stay float (boolean masks
+    # and torch.where are an order of magnitude slower here), and gradients nobody asked for
+    # are not materialised. bench/step_time.py measures the effect.
     @staticmethod
     def forward(ctx, current: Tensor, decay: float, threshold: float, reset: int, detach_reset: bool,
                 surrogate: Surrogate):
-        spikes = torch.empty_like(current)
+        ctx.set_materialize_grads(False)
         mems = torch.empty_like(current)
-        u = torch.zeros_like(current[0])
-        o = torch.zeros_like(current[0])
-        for t in range(current.shape[0]):
-            if reset == 0:
-                u = decay * u * (1 - o) + current[t]
-            elif reset == 1:
-                u = decay * u + current[t] - threshold * o
-            else:
-                u = decay * (u - threshold * o) + current[t]
-            o = (u > threshold).to(current.dtype)
-            mems[t] = u
-            spikes[t] = o
-        ctx.save_for_backward(spikes, mems)
+        # the zero reset works with the "did not fire" mask keep = 1 - o, the others with o
+        flags = torch.empty_like(current)
+        compare = torch.le if reset == 0 else torch.gt
+        mems[0].copy_(current[0])
+        compare(mems[0], threshold, out=flags[0])
+        for t in range(1, current.shape[0]):
+            u, u_prev, f_prev = mems[t], mems[t - 1], flags[t - 1]
+            if reset == 0:  # u = k u (1 - o) + I
+                torch.addcmul(current[t], u_prev, f_prev, value=decay, out=u)
+            elif reset == 1:  # u = k u + I - V_th o
+                torch.add(current[t], u_prev, alpha=decay, out=u)
+                u.sub_(f_prev, alpha=threshold)
+            else:  # u = k (u - V_th o) + I
+                torch.add(u_prev, f_prev, alpha=-threshold, out=u)
+                torch.add(current[t], u, alpha=decay, out=u)
+            compare(u, threshold, out=flags[t])
+        ctx.save_for_backward(flags, mems)
         ctx.params = (decay, threshold, reset, detach_reset, surrogate)
+        spikes = torch.rsub(flags, 1.0) if reset == 0 else flags
         return spikes, mems
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor | None, grad_mems: Tensor | None):
-        spikes, mems = ctx.saved_tensors
+        flags, mems = ctx.saved_tensors  # flags: 1 - o for the zero reset, o otherwise
         decay, threshold, reset, detach_reset, surrogate = ctx.params
-        T = spikes.shape[0]
         grad_current = torch.empty_like(mems)
-        delta_next = None  # δ[t+1]
-        for t in range(T - 1, -1, -1):
-            g_o = grad_spikes[t] if grad_spikes is not None else torch.zeros_like(mems[t])
-            if delta_next is not None and not detach_reset:
+        delta_next: Tensor | None = None  # δ[t+1]
+        for t in range(mems.shape[0] - 1, -1, -1):
+            delta = grad_current[t]
+            g_o = grad_spikes[t] if grad_spikes is not None else None
+            if delta_next is not None and not detach_reset:  # the reset path, ∂u[t+1]/∂o[t]
                 if reset == 0:
-                    g_o = g_o - delta_next * decay * mems[t]
-                elif reset == 1:
-                    g_o = g_o - delta_next * threshold
+                    g_o = torch.addcmul(g_o if g_o is not None else torch.zeros_like(delta), delta_next, mems[t],
+                                        value=-decay)
                 else:
-                    g_o = g_o - delta_next * (decay * threshold)
-            delta = g_o * surrogate.grad(mems[t] - threshold)
+                    c = threshold if reset == 1 else decay * threshold
+                    g_o = torch.add(g_o if g_o is not None else torch.zeros_like(delta), delta_next, alpha=-c)
+            if g_o is not None:
+                torch.sub(mems[t], threshold, out=delta)
+                surrogate.grad_(delta)
+                delta.mul_(g_o)
+            else:
+                delta.zero_()
             if grad_mems is not None:
-                delta = delta + grad_mems[t]
-            if delta_next is not None:
-                delta = delta + delta_next * (decay * (1 - spikes[t]) if reset == 0 else decay)
-            grad_current[t] = delta
+                delta.add_(grad_mems[t])
+            if delta_next is not None:  # the leak path, ∂u[t+1]/∂u[t]
+                if reset == 0:  # k (1 - o[t])
+                    delta.addcmul_(delta_next, flags[t], value=decay)
+                else:
+                    delta.add_(delta_next, alpha=decay)
             delta_next = delta
         return grad_current, None, None, None, None, None
 

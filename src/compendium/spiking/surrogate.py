@@ -40,6 +40,10 @@ class Surrogate:
     def grad(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:
+        """``h(x)`` written into ``x`` (used by the fused kernels to save memory passes)."""
+        return x.copy_(self.grad(x))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return _SpikeFunction.apply(x, self)
 
@@ -61,6 +65,10 @@ class Rectangular(Surrogate):
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return (x.abs() < self.width / 2).to(x.dtype) / self.width
 
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:
+        torch.lt(x.abs_(), self.width / 2, out=x)
+        return x.mul_(1.0 / self.width) if self.width != 1.0 else x
+
 
 class ArcTan(Surrogate):
     """Derivative of ``(1/π) arctan(π α x / 2)``; ``α`` sets the sharpness (peak ``α/2``)."""
@@ -74,6 +82,9 @@ class ArcTan(Surrogate):
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+
+    def grad_(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(math.pi / 2 * self.alpha).square_().add_(1.0).reciprocal_().mul_(self.alpha / 2)
 
 
 class Sigmoid(Surrogate):
