@@ -22,7 +22,7 @@ def max_differences(T: int = 16, n: int = 256, decay: float = 0.5, threshold: fl
     s2, m2 = lif_sequence_reference(b, decay, threshold, reset, detach_reset, surrogate)
     (s1 * w).sum().backward()
     (s2 * w).sum().backward()
-    return {"spikes": float((s1 - s2).abs().max()), "membrane": float((m1 - m2).detach().abs().max()),
+    return {"spikes": float((s1 - s2).detach().abs().max()), "membrane": float((m1 - m2).detach().abs().max()),
             "gradient": float((a.grad - b.grad).abs().max())}
 
 
@@ -47,7 +47,7 @@ def snntorch_differences(T: int = 16, n: int = 256, decay: float = 0.5, threshol
     s2, m2 = torch.stack(spk2), torch.stack(mem2)
     (s1 * w).sum().backward()
     (s2 * w).sum().backward()
-    return {"spikes": float((s1 - s2).abs().max()), "membrane": float((ours.mem_seq - m2).detach().abs().max()),
+    return {"spikes": float((s1 - s2).detach().abs().max()), "membrane": float((ours.mem_seq - m2).detach().abs().max()),
             "gradient": float((a.grad - b.grad).abs().max())}
 
 
