@@ -37,6 +37,8 @@ def test_check_claims_and_missing_measurements():
     assert judge(c, None, True).verdict == NOT_RUN
     with pytest.raises(ValueError):
         judge(c, Measurement(holds="maybe"), True)
+    j = judge(claim(), Measurement(not_run="CIFAR-10 is not available offline"), True)
+    assert j.verdict == NOT_RUN and j.reason == "CIFAR-10 is not available offline"
 
 
 def test_untranscribed_value_is_shown_but_not_judged():

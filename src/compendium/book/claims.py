@@ -73,6 +73,7 @@ class Measurement:
     evidence: str = ""
     comparable: bool = True  # False when this run's scale cannot speak to the claim
     unit: str = ""
+    not_run: str = ""  # why this build could not measure the claim at all (e.g. the data is absent)
 
     def text(self) -> str:
         parts = []
@@ -150,6 +151,8 @@ def judge(claim: Claim, m: Measurement | None, at_paper_scale: bool) -> Judgemen
     """The verdict for one claim given our measurement (``None``: not measured by this run)."""
     if m is None:
         return Judgement(claim, None, NOT_RUN, "this build did not measure it")
+    if m.not_run:
+        return Judgement(claim, m, NOT_RUN, m.not_run)
     if not m.comparable or (claim.scale == "paper" and not at_paper_scale):
         return Judgement(claim, m, NOT_COMPARABLE, "the paper's setting did not run here")
     if claim.kind == "check":

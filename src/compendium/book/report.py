@@ -82,6 +82,13 @@ class ChapterReport:
         self.measurements[claim_id] = m
         return m
 
+    def not_run(self, claim_id: str, reason: str) -> Measurement:
+        """Say why this build cannot measure a claim (shown as "not run here" with the reason)."""
+        self.claims.claim(claim_id)
+        m = Measurement(not_run=reason)
+        self.measurements[claim_id] = m
+        return m
+
     def uses(self, info: Any) -> None:
         """Record which data ran (a :class:`compendium.datasets.DataInfo` or a dict)."""
         self.data.append(_plain(info.as_dict() if hasattr(info, "as_dict") else dict(info)))

@@ -17,7 +17,7 @@ import numpy as np
 
 from compendium.datasets.registry import DataMissing, Registry, Resolved, copy_to
 
-__all__ = ["DataInfo", "DataMissing", "Registry", "load_mnist", "load_planetoid", "MNIST_RESPLIT"]
+__all__ = ["DataInfo", "DataMissing", "Registry", "load_mnist", "load_cifar10", "load_planetoid", "MNIST_RESPLIT"]
 
 # The declared offline substitute for the missing MNIST training images: the 10k test
 # images split once, with this fixed seed, into 8,000 training and 2,000 test images.
@@ -126,3 +126,66 @@ def load_planetoid(name: str, registry: Registry | None = None):
                     f"{int(data.val_mask.sum())} val / {int(data.test_mask.sum())} test nodes)",
                     [r.as_dict() for r in files.values()], int(data.train_mask.sum()), int(data.test_mask.sum()))
     return data, info
+
+
+def load_cifar10(n_train: int | None = None, n_test: int | None = None, *, seed: int = 0,
+                 registry: Registry | None = None):
+    """CIFAR-10 (python version) as ``(train, test, info)``: images ``float32 [N, 3, 32, 32]``
+    in [0, 1], labels ``int64``; read straight from the verified archive (no extraction)."""
+    import io
+    import pickle
+    import tarfile
+
+    import torch
+
+    reg = registry or Registry.default()
+    res = reg.resolve("cifar10")["cifar-10-python.tar.gz"]
+    batches: dict[str, dict] = {}
+    with tarfile.open(res.location, "r:gz") as tar:
+        for member in tar.getmembers():
+            name = member.name.rsplit("/", 1)[-1]
+            if name.startswith("data_batch_") or name == "test_batch":
+                fh = tar.extractfile(member)
+                batches[name] = pickle.load(io.BytesIO(fh.read()), encoding="bytes")  # the format is pickle
+    train_names = sorted(n for n in batches if n.startswith("data_batch_"))
+    if len(train_names) != 5 or "test_batch" not in batches:
+        raise ValueError(f"{res.location}: expected 5 training batches and a test batch, found {sorted(batches)}")
+
+    def stack(names):
+        x = np.concatenate([batches[n][b"data"] for n in names]).reshape(-1, 3, 32, 32)
+        y = np.concatenate([np.asarray(batches[n][b"labels"]) for n in names])
+        return x, y
+
+    xtr, ytr = stack(train_names)
+    xte, yte = stack(["test_batch"])
+    rng = np.random.default_rng(seed)
+    itr, ite = _subsample(len(xtr), n_train, rng), _subsample(len(xte), n_test, rng)
+    desc = f"CIFAR-10, official split ({len(xtr):,} train / {len(xte):,} test)"
+    if len(itr) < len(xtr) or len(ite) < len(xte):
+        desc += f"; subsampled to {len(itr):,} train / {len(ite):,} test (seed {seed})"
+
+    def tensors(x, y, idx):
+        return torch.from_numpy(x[idx].astype(np.float32) / 255.0), torch.from_numpy(y[idx].astype(np.int64))
+
+    return tensors(xtr, ytr, itr), tensors(xte, yte, ite), DataInfo("cifar10", desc, [res.as_dict()], len(itr), len(ite))
+
+
+def load_images(dataset: str, n_train: int | None = None, n_test: int | None = None, *, seed: int = 0,
+                registry: Registry | None = None):
+    """``dataset`` = ``"cifar10"``, ``"mnist"`` or ``"auto"`` (CIFAR-10 when its archive
+    resolves, else MNIST with its offline fallback). Returns ``(train, test, info)``; the info
+    says which ran and, for ``auto``, why."""
+    if dataset not in ("auto", "mnist", "cifar10"):
+        raise ValueError(f"dataset must be 'auto', 'mnist' or 'cifar10', got {dataset!r}")
+    reg = registry or Registry.default()
+    if dataset in ("auto", "cifar10"):
+        try:
+            return load_cifar10(n_train, n_test, seed=seed, registry=reg)
+        except DataMissing:
+            if dataset == "cifar10":
+                raise
+    train, test, info = load_mnist(n_train, n_test, seed=seed, registry=reg)
+    if dataset == "auto":
+        info.description = "CIFAR-10 did not resolve, so: " + info.description
+        info.substitute = True
+    return train, test, info

@@ -1,0 +1,123 @@
+"""tdBN against its formula, the ResNet builder, and the gradient-flow probe."""
+
+import math
+
+import pytest
+import torch
+
+from compendium.datasets import load_cifar10
+from compendium.datasets.registry import Registry
+from compendium.spiking.norm import RESIDUAL_ALPHA, PerStepBN, TdBN, make_norm
+from compendium.spiking.probes import gradient_flow
+from compendium.spiking.resnet import LAYOUTS, SpikingResNet, count_parameters, small_layout
+
+
+def tdbn_by_hand(x, alpha, vth, weight, bias, eps=1e-5):
+    mean = x.mean(dim=(0, 1, 3, 4), keepdim=True)
+    var = x.var(dim=(0, 1, 3, 4), unbiased=False, keepdim=True)
+    return weight.view(1, 1, -1, 1, 1) * alpha * vth * (x - mean) / torch.sqrt(var + eps) + bias.view(1, 1, -1, 1, 1)
+
+
+def test_tdbn_training_mode_equals_the_formula():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 8, 3, 5, 5, generator=g, dtype=torch.float64) * 2 + 1
+    bn = TdBN(3, threshold=0.7, alpha=RESIDUAL_ALPHA).double()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        bn.bias.copy_(torch.tensor([0.1, -0.2, 0.0]))
+    torch.testing.assert_close(bn(x), tdbn_by_hand(x, RESIDUAL_ALPHA, 0.7, bn.weight, bn.bias))
+
+
+def test_tdbn_eval_mode_uses_running_statistics():
+    g = torch.Generator().manual_seed(1)
+    bn = TdBN(2, threshold=0.5, momentum=1.0).double()  # momentum 1: running stats = last batch's
+    x = torch.randn(3, 6, 2, 4, 4, generator=g, dtype=torch.float64) * 3 + 2
+    bn(x)
+    n = 3 * 6 * 4 * 4
+    mean = x.mean(dim=(0, 1, 3, 4))
+    var_unbiased = x.var(dim=(0, 1, 3, 4), unbiased=False) * n / (n - 1)
+    torch.testing.assert_close(bn.running_mean, mean)
+    torch.testing.assert_close(bn.running_var, var_unbiased)
+    bn.eval()
+    x2 = torch.randn(2, 5, 2, 4, 4, generator=g, dtype=torch.float64)
+    expected = 0.5 * (x2 - mean.view(1, 1, -1, 1, 1)) / torch.sqrt(var_unbiased.view(1, 1, -1, 1, 1) + 1e-5)
+    torch.testing.assert_close(bn(x2), expected)
+
+
+def test_tdbn_on_fully_connected_input_and_shape_errors():
+    x = torch.randn(3, 10, 4)
+    y = TdBN(4, threshold=1.0)(x)
+    torch.testing.assert_close(y.mean(dim=(0, 1)), torch.zeros(4), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="expects"):
+        TdBN(5)(x)
+    with pytest.raises(ValueError):
+        make_norm("layer", 4, 0.5)
+
+
+def test_per_step_bn_normalises_each_step_separately():
+    x = torch.randn(3, 16, 2, 4, 4) + torch.arange(3.0).view(3, 1, 1, 1, 1) * 5  # a different mean per step
+    y = PerStepBN(2)(x)
+    torch.testing.assert_close(y.mean(dim=(1, 3, 4)), torch.zeros(3, 2), atol=1e-5, rtol=0)
+    z = TdBN(2, threshold=1.0)(x)
+    assert z.mean(dim=(1, 3, 4)).abs().max() > 1  # tdBN keeps the steps' differences
+
+
+def test_layouts_and_parameter_counts():
+    assert LAYOUTS["resnet19"].depth() == 19 and LAYOUTS["resnet34"].depth() == 34 and LAYOUTS["resnet50"].depth() == 50
+    assert small_layout(8, 4).depth() == 50
+    # ResNet-34/50 with spiking neurons keep He et al.'s parameter counts (ImageNet head)
+    assert count_parameters(SpikingResNet(LAYOUTS["resnet34"], classes=1000)) == 21_797_672
+    assert count_parameters(SpikingResNet(LAYOUTS["resnet50"], classes=1000)) == 25_557_032
+
+
+@pytest.mark.parametrize("norm", ["none", "bn", "tdbn"])
+def test_gradients_reach_every_layer(norm):
+    torch.manual_seed(0)
+    net = SpikingResNet(small_layout(1, 4), T=2, in_channels=1, norm=norm, lif={"threshold": 0.3})
+    x, y = torch.rand(8, 1, 12, 12) * 3, torch.randint(0, 10, (8,))
+    assert net(x).shape == (8, 10)
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    if norm == "tdbn":
+        missing = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+        assert missing == []
+
+
+def test_gradient_flow_probe_sees_vanishing_without_normalisation():
+    torch.manual_seed(0)
+    x, y = torch.rand(16, 1, 16, 16), torch.randint(0, 10, (16,))
+    flows = {}
+    for norm in ("none", "tdbn"):
+        torch.manual_seed(0)
+        net = SpikingResNet(small_layout(3, 4), T=2, in_channels=1, norm=norm)
+        flows[norm] = gradient_flow(net, list(net.blocks), x, y)
+    assert len(flows["tdbn"].grad_norms) == 9 and all(g > 0 for g in flows["tdbn"].grad_norms)
+    assert flows["none"].grad_norms[0] == 0.0  # no neuron near threshold: nothing reaches the first block
+    assert flows["tdbn"].mean_abs_log_ratio < flows["none"].mean_abs_log_ratio
+    assert math.isfinite(flows["none"].attenuation)
+
+
+def test_cifar10_reader_on_a_small_archive_in_the_official_format(tmp_path):
+    import hashlib
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 3)]:
+            payload = pickle.dumps({b"data": np.full((n, 3072), 255, np.uint8), b"labels": list(range(n))})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    path = tmp_path / "cache" / "cifar10" / "cifar-10-python.tar.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(buf.getvalue())
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    reg = Registry(Registry.parse({"cifar10": {"title": "t", "files": [
+        {"path": "cifar10/cifar-10-python.tar.gz", "urls": [], "sha256": sha}]}}), cache_dir=tmp_path / "cache",
+        offline=True, log=lambda m: None)
+    (xtr, ytr), (xte, yte), info = load_cifar10(registry=reg)
+    assert xtr.shape == (20, 3, 32, 32) and xte.shape == (3, 3, 32, 32) and float(xtr.max()) == 1.0
+    assert ytr.tolist()[:4] == [0, 1, 2, 3] and "CIFAR-10" in info.description
