@@ -60,6 +60,19 @@ class History:
     def last(self, key: str) -> float:
         return self.records[-1][key]
 
+    def at_best(self, select: str = "val_acc", report: str = "test_acc") -> tuple[int, float]:
+        """``(epoch, report value)`` at the epoch where ``select`` peaked (first such epoch)."""
+        values = self[select]
+        i = max(range(len(values)), key=lambda j: values[j])
+        return int(self.records[i]["epoch"]), self.records[i][report]
+
+    def first_epoch(self, key: str, at_least: float) -> int | None:
+        """The first epoch whose ``key`` reached ``at_least`` (``None`` if it never did)."""
+        for r in self.records:
+            if r.get(key, float("-inf")) >= at_least:
+                return int(r["epoch"])
+        return None
+
     def frame(self):
         import pandas as pd
 
@@ -108,7 +121,8 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         weight_decay: float = 0.0, schedule: str | None = None,
         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, device: str = "cpu", seed: int = 0,
         deterministic: bool = False, checkpoint: str | Path | None = None, resume: bool = False,
-        desc: str = "train", show_progress: bool = True,
+        desc: str = "train", show_progress: bool = True, eval_batch_size: int = 256,
+        val: Data | None = None, decay_filter: Callable[[str, nn.Parameter], bool] | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Train ``model`` and return its :class:`History`.
 
@@ -124,13 +138,16 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
     dev = resolve_device(device)
     model.to(dev)
     loss_fn = loss_fn or nn.functional.cross_entropy
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decayed = [p for n, p in named if decay_filter is None or decay_filter(n, p)]
+    exempt = [p for n, p in named if not (decay_filter is None or decay_filter(n, p))]
+    params = [{"params": decayed, "weight_decay": weight_decay}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
     if callable(optimizer):
-        opt = optimizer(params, lr=lr)
+        opt = optimizer([p for _, p in named], lr=lr)
     elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(params, lr=lr)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
     else:
         raise ValueError(f"optimizer must be 'adam', 'sgd' or a factory, got {optimizer!r}")
     if schedule not in (None, "cosine"):
@@ -173,9 +190,10 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
             sched.step()
         rec = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "lr": opt.param_groups[0]["lr"], "time_s": time.time() - t0}
-        if test is not None:
-            ev = evaluate(model, test, loss_fn, device=dev)
-            rec.update(test_loss=ev["loss"], test_acc=ev["acc"])
+        for name, data in (("val", val), ("test", test)):
+            if data is not None:
+                ev = evaluate(model, data, loss_fn, batch_size=eval_batch_size, device=dev)
+                rec.update({f"{name}_loss": ev["loss"], f"{name}_acc": ev["acc"]})
         history.records.append(rec)
         if show_progress:
             print(f"{desc} epoch {epoch}/{epochs}: " + ", ".join(

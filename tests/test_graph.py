@@ -1,0 +1,100 @@
+"""Graph layers against dense references, STFN against its formula, the cost model by hand."""
+
+import pytest
+import torch
+from torch_geometric.nn import GCNConv
+
+from compendium.graph import STFN, GCN, NodeClassifier, SpikingGCNConv, SpikingGNN, normalized_adjacency
+from compendium.graph.cost import gcn_ops
+from compendium.graph.layers import propagate
+from compendium.graph.models import encode_features
+from compendium.learning import fit
+
+EDGES = torch.tensor([[0, 1, 1, 2, 2, 3, 3, 4], [1, 0, 2, 1, 3, 2, 4, 3]])  # a path of 5 nodes
+
+
+def dense_gcn_adjacency(edge_index, n):
+    a = torch.zeros(n, n)
+    a[edge_index[0], edge_index[1]] = 1
+    a = a + torch.eye(n)
+    d = a.sum(1).rsqrt()
+    return d[:, None] * a * d[None, :]
+
+
+def test_normalised_adjacency_equals_the_dense_formula():
+    torch.testing.assert_close(normalized_adjacency(EDGES, 5).to_dense(), dense_gcn_adjacency(EDGES, 5))
+
+
+def test_propagation_matches_pyg_gcnconv():
+    torch.manual_seed(0)
+    x = torch.rand(5, 3)
+    conv = GCNConv(3, 4)
+    ours = propagate(normalized_adjacency(EDGES, 5), x @ conv.lin.weight.t()) + conv.bias
+    torch.testing.assert_close(ours, conv(x, EDGES))
+    seq = torch.rand(2, 5, 3)  # [T, N, F] in one sparse product
+    a = dense_gcn_adjacency(EDGES, 5)
+    torch.testing.assert_close(propagate(normalized_adjacency(EDGES, 5), seq), torch.stack([a @ seq[0], a @ seq[1]]))
+
+
+def test_stfn_equals_its_formula():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(4, 5, 6, generator=g, dtype=torch.float64) * 3 + 1
+    norm = STFN(5, threshold=0.5, rho=2.0).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.arange(1.0, 6.0).view(5, 1))
+        norm.bias.fill_(0.25)
+    mean = s.mean(dim=(0, 2), keepdim=True)
+    var = s.var(dim=(0, 2), unbiased=False, keepdim=True)
+    expected = torch.arange(1.0, 6.0, dtype=torch.float64).view(1, 5, 1) * (2.0 * 0.5 * (s - mean) / torch.sqrt(var + 1e-5)) + 0.25
+    torch.testing.assert_close(norm(s), expected)
+    norm(s).sum().backward()
+    assert norm.rho.grad is not None  # rho is learned
+    with pytest.raises(ValueError):
+        norm(torch.zeros(4, 3, 6))
+
+
+def test_spiking_gcn_layer_matches_a_dense_reference_and_reuses_static_input():
+    torch.manual_seed(0)
+    x = (torch.rand(5, 7) < 0.4).float()
+    layer = SpikingGCNConv(7, 3, T=4, num_nodes=5, stfn=False, lif={"decay": 0.5, "threshold": 0.2, "step_mode": "multi"})
+    adj = normalized_adjacency(EDGES, 5)
+    out_static = layer(x, adj)
+    out_seq = layer(x.unsqueeze(0).expand(4, -1, -1), adj)  # the same input given explicitly per step
+    torch.testing.assert_close(out_static, out_seq)
+    torch.testing.assert_close(layer(x.to_sparse(), adj), out_static)
+    from compendium.spiking import lif_sequence
+    s = dense_gcn_adjacency(EDGES, 5) @ (x @ layer.linear.weight.t()) + layer.bias
+    ref, _ = lif_sequence(s.unsqueeze(0).expand(4, -1, -1), 0.5, 0.2)
+    torch.testing.assert_close(out_static, ref)
+
+
+def test_feature_encodings():
+    x = torch.tensor([[0.0, 0.5, 2.0]])
+    assert torch.equal(encode_features(x, 3, "threshold", level=0.4), torch.tensor([[0.0, 1.0, 1.0]]))
+    b = encode_features(x.expand(2000, 3), 5, "bernoulli", torch.Generator().manual_seed(0))
+    assert b.shape == (5, 2000, 3) and abs(float(b[..., 1].mean()) - 0.25) < 0.02 and float(b[..., 2].mean()) == 1.0
+    with pytest.raises(ValueError):
+        encode_features(x, 3, "poisson")
+
+
+def test_cost_model_by_hand():
+    ops = gcn_ops(num_nodes=10, nnz_adj=30, in_features=100, nnz_x=50, hidden=4, classes=3, T=5, hidden_spikes=20)
+    assert ops["ANN GCN"]["MAC"] == 50 * 4 + 30 * 4 + 10 * 4 * 3 + 30 * 3
+    assert ops["GC-SNN"]["AC"] == 50 * 4 + 20 * 3
+    assert ops["GC-SNN"]["MAC"] == 30 * 4 + 30 * 3 * 5
+
+
+def test_node_classifier_trains_through_the_shared_loop():
+    torch.manual_seed(0)
+    n = 40
+    y = torch.arange(n) % 2
+    x = torch.nn.functional.one_hot(y, 2).float().repeat(1, 3)
+    src = torch.arange(n - 2)
+    edges = torch.cat([torch.stack([src, src + 2]), torch.stack([src + 2, src])], 1)  # same-label neighbours
+    idx = torch.arange(n)
+    for net in (GCN(6, 8, 2, 0.0), SpikingGNN("gcn", 6, 8, 2, n, 4, stfn=True,
+                                           lif={"decay": 0.5, "threshold": 0.5}, dropout=0.0)):
+        clf = NodeClassifier(net, x, edges, n)
+        hist = fit(clf, (idx[:20], y[:20]), test=(idx[20:], y[20:]), epochs=30, lr=0.05, batch_size=20,
+                   eval_batch_size=n, show_progress=False)
+        assert hist.last("test_acc") == 1.0
