@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from compendium.graph.cost import gcn_ops
+from compendium.graph.cost import gcn_ops, gcn_ops_parts
 from compendium.graph.models import GAT, GCN, NodeClassifier, SpikingGNN, encode_features
 from compendium.learning import History, fit
 
@@ -25,6 +25,7 @@ class NodeRun:
     history: History
     ops: dict[str, float] | None  # {"MAC": ..., "AC": ...} per full-graph inference (GC models)
     firing_rate: float | None
+    ops_parts: dict[str, tuple[str, float]] | None = None  # the components behind ``ops``
 
     def row(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "model": self.model, "seed": self.seed, "test_acc": self.test_acc,
@@ -59,7 +60,7 @@ def run_node_classification(data, dataset: str, model: str, seed: int, *, epochs
                decay_filter=lambda name, p: ".norm." not in name, show_progress=show_progress,
                desc=f"{dataset} {model} seed {seed}")
     best_epoch, test_acc = hist.at_best("val_acc", "test_acc")
-    ops, rate = None, None
+    ops, rate, parts = None, None, None
     if spiking:
         clf.eval()
         with torch.no_grad():
@@ -68,9 +69,13 @@ def run_node_classification(data, dataset: str, model: str, seed: int, *, epochs
         if net.kind == "gcn":
             nnz_adj = int(clf.adj._nnz())
             nnz_x = int((data.x != 0).sum())
-            ops = gcn_ops(N, nnz_adj, F, nnz_x, hidden, C, T, float(spikes.sum()), reuse=x.dim() == 2,
-                          binary_input=bool(((x == 0) | (x == 1)).all()), stfn=model.endswith("stfn"))["GC-SNN"]
+            args = (N, nnz_adj, nnz_x, hidden, C, T, float(spikes.sum()), x.dim() == 2, bool(((x == 0) | (x == 1)).all()),
+                    model.endswith("stfn"))
+            ops = gcn_ops(N, nnz_adj, F, *args[2:])["GC-SNN"]
+            parts = gcn_ops_parts(*args)["GC-SNN"]
     elif model == "gcn":
         clf.eval()
-        ops = gcn_ops(N, int(clf.adj._nnz()), F, int((data.x != 0).sum()), hidden, C)["ANN GCN"]
-    return NodeRun(dataset, model, seed, test_acc, best_epoch, hist, ops, rate)
+        nnz_adj, nnz_x = int(clf.adj._nnz()), int((data.x != 0).sum())
+        ops = gcn_ops(N, nnz_adj, F, nnz_x, hidden, C)["ANN GCN"]
+        parts = gcn_ops_parts(N, nnz_adj, nnz_x, hidden, C)["ANN GCN"]
+    return NodeRun(dataset, model, seed, test_acc, best_epoch, hist, ops, rate, parts)
