@@ -196,7 +196,7 @@ def test_linear_sops_and_macs_by_hand():
     with OpCounter(lin) as c:
         lin(x)
     ops, _ = c.summary(2)
-    assert ops.loc[0, "MACs/sample"] == 15  # 3 x 5
+    assert ops.loc[0, "dense MACs/sample (all steps)"] == 15  # 3 x 5
     assert ops.loc[0, "SOPs/sample"] == (2 + 1) * 3 / 2  # 3 non-zero inputs, each reaching 3 outputs, over 2 samples
 
 
@@ -230,3 +230,16 @@ def test_non_binary_input_is_counted_as_macs_and_spikes_are_counted():
 def test_in_place_derivative_equals_the_formula(sg):
     x = torch.linspace(-2, 2, 1001, dtype=torch.float64)
     torch.testing.assert_close(sg.grad_(x.clone()), sg.grad(x))
+
+
+def test_ann_equivalent_macs_are_per_single_pass():
+    """A layer folded over T steps does T times an ANN's work; totals divide it back out."""
+    net = nn.Sequential(SeqFold(nn.Linear(4, 6)), LIF(0.5, 0.2))
+    x = (torch.rand(5, 3, 4) < 0.5).float()  # [T=5, B=3, 4]
+    with OpCounter(net) as c:
+        net(x)
+    t = c.totals(3, time_steps=5)
+    assert t["ann_macs"] == 4 * 6
+    assert t["snn_sops"] == float(x.sum()) * 6 / 3
+    with pytest.raises(ValueError):
+        c.totals(3, time_steps=0)

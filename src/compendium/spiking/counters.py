@@ -116,7 +116,7 @@ class OpCounter:
             raise ValueError("n_samples must be >= 1")
         rows = []
         for r in self.ops.values():
-            rows.append({"layer": r.name, "kind": r.kind, "MACs/sample": r.macs / n_samples,
+            rows.append({"layer": r.name, "kind": r.kind, "dense MACs/sample (all steps)": r.macs / n_samples,
                          "SOPs/sample": None if r.sops is None else r.sops / n_samples,
                          "input density": r.nonzero_inputs / r.inputs if r.inputs else float("nan")})
         ops = pd.DataFrame(rows)
@@ -127,10 +127,15 @@ class OpCounter:
                           "spikes/neuron/sample": rate * r.steps})
         return ops, pd.DataFrame(srows)
 
-    def totals(self, n_samples: int) -> dict[str, float]:
-        """Whole-network MACs/sample, SOPs/sample (binary-input layers) and MACs done on
-        non-binary inputs (what an SNN must still multiply), plus mean spikes per neuron."""
-        macs = sum(r.macs for r in self.ops.values()) / n_samples
+    def totals(self, n_samples: int, time_steps: int = 1) -> dict[str, float]:
+        """Per sample: ``ann_macs`` — the MACs of one pass of the same network as an ANN (the
+        counted dense MACs divided by ``time_steps``, since a multi-step SNN runs its layers on
+        every step); ``snn_sops`` — accumulates on binary inputs over all steps; ``snn_macs`` —
+        MACs on non-binary inputs over all steps (what the SNN must still multiply); and the
+        mean spikes per neuron."""
+        if time_steps < 1:
+            raise ValueError("time_steps must be >= 1")
+        macs = sum(r.macs for r in self.ops.values()) / n_samples / time_steps
         sops = sum(r.sops for r in self.ops.values() if r.sops is not None) / n_samples
         snn_macs = sum(r.macs for r in self.ops.values() if r.sops is None) / n_samples
         n_spk = sum(r.spikes for r in self.spikes.values())
