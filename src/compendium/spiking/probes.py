@@ -18,7 +18,8 @@ from torch import Tensor, nn
 @dataclass
 class GradientFlow:
     grad_norms: list[float]  # per block, input side first
-    firing_rates: list[float]  # per block output
+    firing_rates: list[float]  # per block: mean spike rate of the LIF neurons inside it (or its output)
+    output_means: list[float] = None  # per block: mean of the block's output (spikes, spike sums or membranes)
 
     @property
     def log_ratios(self) -> list[float]:
@@ -39,14 +40,23 @@ class GradientFlow:
 
 
 def gradient_flow(model: nn.Module, blocks: list[nn.Module], x: Tensor, y: Tensor) -> GradientFlow:
-    """One cross-entropy forward/backward pass; gradient norm and firing rate at every block output."""
+    """One cross-entropy forward/backward pass: at every block, the gradient norm at its output
+    and the firing rate of its LIF neurons (blocks whose output is membrane-level, like the
+    MS block, are measured inside)."""
+    from compendium.spiking.neuron import LIF
+
     outputs: list[Tensor] = []
+    spikes: dict[int, list[float]] = {i: [] for i in range(len(blocks))}
 
     def keep(_m, _inp, out):
         out.retain_grad()
         outputs.append(out)
 
     handles = [b.register_forward_hook(keep) for b in blocks]
+    for i, b in enumerate(blocks):
+        for m in b.modules():
+            if isinstance(m, LIF):
+                handles.append(m.register_forward_hook(lambda _m, _i, out, i=i: spikes[i].append(float(out.detach().mean()))))
     try:
         model.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(model(x), y)
@@ -55,8 +65,9 @@ def gradient_flow(model: nn.Module, blocks: list[nn.Module], x: Tensor, y: Tenso
         for h in handles:
             h.remove()
     norms = [float(o.grad.norm()) if o.grad is not None else 0.0 for o in outputs]
-    rates = [float(o.detach().mean()) for o in outputs]
-    return GradientFlow(norms, rates)
+    means = [float(o.detach().mean()) for o in outputs]
+    rates = [sum(spikes[i]) / len(spikes[i]) if spikes[i] else means[i] for i in range(len(outputs))]
+    return GradientFlow(norms, rates, means)
 
 
 def depth_sweep(build, norms: list[str], blocks_per_stage: list[int], x: Tensor, y: Tensor, seed: int = 0):

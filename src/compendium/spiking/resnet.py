@@ -4,7 +4,8 @@ One builder, :class:`SpikingResNet`, takes a block kind from :data:`BLOCKS`, a n
 kind (``none``, ``bn``, ``tdbn``) and a stage layout. Everything runs multi-step on
 ``[T, B, ...]``: convolutions are folded over time, neurons loop over it.
 
-The standard block of STBP-tdBN (Zheng et al. 2021, its Fig. of the basic block) spikes
+Block kinds: ``standard`` (below), ``sew`` (:class:`SEWBlock`) and ``ms``
+(:class:`MSBlock`, membrane shortcut). The standard block of STBP-tdBN (Zheng et al. 2021, its Fig. of the basic block) spikes
 *after* the addition::
 
     x ──conv─norm(α=1)─LIF─conv─norm(α=1/√2)──(+)──LIF──► out
@@ -70,7 +71,59 @@ class StandardBottleneck(nn.Module):
         return self.out(self.branch(x) + self.shortcut(x))
 
 
-BLOCKS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {"standard": (StandardBlock, StandardBottleneck)}
+class SEWBlock(nn.Module):
+    """Spike-element-wise block (Fang et al., NeurIPS 2021), ADD connection: the branch ends in
+    spikes and they are added to the input spikes, ``out = SN(branch(s)) + s`` (values 0, 1, 2)::
+
+        s ──conv─norm─LIF─conv─norm─LIF──(+)──► out
+        └──── identity, or conv1×1─norm─LIF ──┘
+    """
+
+    expansion = 1
+    takes_spikes = True
+
+    def __init__(self, cin: int, cout: int, stride: int, norm: str, lif: dict[str, Any]):
+        super().__init__()
+        th = lif["threshold"]
+        self.branch = nn.Sequential(_conv(cin, cout, 3, stride), make_norm(norm, cout, th), LIF(**lif),
+                                    _conv(cout, cout, 3), make_norm(norm, cout, th), LIF(**lif))
+        self.shortcut = (nn.Identity() if stride == 1 and cin == cout else
+                         nn.Sequential(_conv(cin, cout, 1, stride), make_norm(norm, cout, th), LIF(**lif)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.branch(x) + self.shortcut(x)
+
+
+class MSBlock(nn.Module):
+    """Membrane-shortcut block (Hu et al., arXiv:2112.08954 / 2201.07209): the branch starts
+    with the neuron (LIF → conv → norm, twice) and the shortcut carries membrane-level values,
+    so the addition happens before any spike and identity paths stay identity through depth::
+
+        u ──LIF─conv─norm─LIF─conv─norm──(+)──► u'
+        └──── identity, or LIF─conv1×1─norm ──┘
+
+    (The down-sampling shortcut's ordering is our reading; convolutions always see spikes.)"""
+
+    expansion = 1
+    takes_spikes = False
+
+    def __init__(self, cin: int, cout: int, stride: int, norm: str, lif: dict[str, Any]):
+        super().__init__()
+        th = lif["threshold"]
+        self.branch = nn.Sequential(LIF(**lif), _conv(cin, cout, 3, stride), make_norm(norm, cout, th),
+                                    LIF(**lif), _conv(cout, cout, 3), make_norm(norm, cout, th))
+        self.shortcut = (nn.Identity() if stride == 1 and cin == cout else
+                         nn.Sequential(LIF(**lif), _conv(cin, cout, 1, stride), make_norm(norm, cout, th)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.branch(x) + self.shortcut(x)
+
+
+StandardBlock.takes_spikes = True
+StandardBottleneck.takes_spikes = True
+# block kind -> (basic block, bottleneck block or None)
+BLOCKS: dict[str, tuple[type[nn.Module], type[nn.Module] | None]] = {
+    "standard": (StandardBlock, StandardBottleneck), "sew": (SEWBlock, None), "ms": (MSBlock, None)}
 
 
 @dataclass(frozen=True)
@@ -96,6 +149,11 @@ LAYOUTS: dict[str, ResNetLayout] = {
     "resnet19": ResNetLayout((3, 3, 2), (128, 256, 512), 128, "cifar", False, (256,)),
     "resnet34": ResNetLayout((3, 4, 6, 3), (64, 128, 256, 512), 64, "imagenet"),
     "resnet50": ResNetLayout((3, 4, 6, 3), (64, 128, 256, 512), 64, "imagenet", True),
+    # MS-ResNet's ImageNet nets: -18 and -34 use He et al.'s layouts; -104's (3, 8, 32, 8) basic
+    # blocks is our reading of the paper's table [assumed, not transcribed].
+    "ms-resnet18": ResNetLayout((2, 2, 2, 2), (64, 128, 256, 512), 64, "imagenet"),
+    "ms-resnet34": ResNetLayout((3, 4, 6, 3), (64, 128, 256, 512), 64, "imagenet"),
+    "ms-resnet104": ResNetLayout((3, 8, 32, 8), (64, 128, 256, 512), 64, "imagenet"),
 }
 
 
@@ -113,18 +171,23 @@ class SpikingResNet(nn.Module):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        block_cls = BLOCKS[block][1 if layout.bottleneck else 0]
+        if block_cls is None:
+            raise ValueError(f"block {block!r} has no bottleneck variant")
+        # blocks that take membrane-level input get a stem without a neuron and fire before the head
+        spiking_stem = block_cls.takes_spikes
         lif = {"decay": 0.25, "threshold": 0.5, "step_mode": "multi", **(lif or {})}
         self.layout, self.T = layout, T
         self.encoder = Encoder(encoding, T)
         stem: list[nn.Module]
+        neuron = [LIF(**lif)] if spiking_stem else []
         if layout.stem == "imagenet":
             stem = [_conv(in_channels, layout.stem_channels, 7, 2), make_norm(norm, layout.stem_channels, lif["threshold"]),
-                    LIF(**lif), SeqFold(nn.MaxPool2d(3, 2, 1))]
+                    *neuron, SeqFold(nn.MaxPool2d(3, 2, 1))]
         else:
             stem = [_conv(in_channels, layout.stem_channels, 3), make_norm(norm, layout.stem_channels, lif["threshold"]),
-                    LIF(**lif)]
+                    *neuron]
         self.stem = nn.Sequential(*stem)
-        block_cls = BLOCKS[block][1 if layout.bottleneck else 0]
         blocks: list[nn.Module] = []
         cin = layout.stem_channels
         for i, (n, w) in enumerate(zip(layout.blocks, layout.widths)):
@@ -133,7 +196,7 @@ class SpikingResNet(nn.Module):
                 blocks.append(block_cls(cin, w, stride, norm, lif))
                 cin = w * block_cls.expansion
         self.blocks = nn.ModuleList(blocks)
-        head: list[nn.Module] = [SeqFold(nn.AdaptiveAvgPool2d(1), nn.Flatten())]
+        head: list[nn.Module] = ([] if spiking_stem else [LIF(**lif)]) + [SeqFold(nn.AdaptiveAvgPool2d(1), nn.Flatten())]
         for h in layout.fc_hidden:
             head += [SeqFold(nn.Linear(cin, h)), LIF(**lif)]
             cin = h
