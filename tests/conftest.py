@@ -38,12 +38,13 @@ def mirror_has(*paths: str) -> bool:
 DEMO_NOTEBOOK_CELLS = [
     ("markdown", "# Demo chapter", []),
     ("code", "x = 1\nfail = False", ["parameters"]),
-    ("code", "if fail:\n    raise ValueError('asked to fail')\ny = 2 * x", []),
+    # y is a numpy scalar on purpose: numpy 2 reprs it as "np.float64(..)", which the glue must survive
+    ("code", "import numpy as np\nif fail:\n    raise ValueError('asked to fail')\ny = np.float64(2 * x)", []),
     ("code", "from compendium.book.report import ChapterReport\n"
              "report = ChapterReport('demo', {'x': x, 'fail': fail}, scale='demo scale')\n"
              "report.number('y', y)\nreport.measure('doubles', holds=(y == 2 * x), evidence=f'y={y}')\n"
              "report.claims_table()", []),
-    ("markdown", "y is {glue:text}`y`.", []),
+    ("markdown", "y is {glue:text}`y:.1f`.", []),
     ("code", "report.save();", []),
 ]
 

@@ -92,7 +92,7 @@ def test_change_detection(demo_project):
     run_chapter(demo_project, "demo", log=lambda m: None)
     assert not is_stale(demo_project, "demo", "default")
     nb = demo_project.notebook("demo")
-    nb.write_text(nb.read_text().replace("y = 2 * x", "y = x + x"))
+    nb.write_text(nb.read_text().replace("y = np.float64(2 * x)", "y = np.float64(x + x)"))
     assert is_stale(demo_project, "demo", "default")  # the notebook changed
 
 

@@ -37,10 +37,16 @@ def _glue(name: str, value: Any) -> None:
         pass
 
 
+def _python_scalar(value: Any) -> Any:
+    """numpy / torch 0-d values to the Python number they hold; anything else unchanged."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe copy (numpy / torch scalars to Python numbers; NaN to None)."""
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
+    value = _python_scalar(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
@@ -71,7 +77,8 @@ class ChapterReport:
         """Record a computed number (and glue it for the prose). Returns ``value``."""
         self.numbers[name] = _plain(value)
         if glue:
-            _glue(name, value)
+            # numpy 2 scalars repr as "np.float64(...)", which myst-nb cannot format: glue Python numbers
+            _glue(name, _python_scalar(value))
         return value
 
     def measure(self, claim_id: str, *, value: float | None = None, holds: bool | str | None = None,
