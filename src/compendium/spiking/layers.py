@@ -32,19 +32,29 @@ class MeanOverTime(nn.Module):
         return x.mean(0)
 
 
+ENCODINGS = ("direct", "rate", "spikes")
+
+
 class Encoder(nn.Module):
-    """Wrap an encoder function ``f(x, T) -> [T, B, ...]`` as a module (so models own their coding)."""
+    """Wrap an encoder function ``f(x, T) -> [T, B, ...]`` as a module (so models own their coding).
+
+    ``"spikes"`` takes inputs that already are spike/event tensors, stored batch-first as
+    datasets hold them (``[B, T, ...]``), and only moves time to the front."""
 
     def __init__(self, kind: str, T: int, generator: torch.Generator | None = None):
         super().__init__()
         from compendium.spiking import encoding
 
-        if kind not in ("direct", "rate"):
-            raise ValueError(f"encoding must be 'direct' or 'rate', got {kind!r}")
+        if kind not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {kind!r}")
         self.kind, self.T, self.generator = kind, int(T), generator
-        self._fn = encoding.direct if kind == "direct" else encoding.rate
+        self._fn = {"direct": encoding.direct, "rate": encoding.rate, "spikes": None}[kind]
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "spikes":
+            if x.ndim < 3 or x.shape[1] != self.T:
+                raise ValueError(f"spike input must be [B, T={self.T}, ...], got shape {tuple(x.shape)}")
+            return x.transpose(0, 1)
         if self.kind == "rate":
             return self._fn(x, self.T, self.generator)
         return self._fn(x, self.T)

@@ -36,24 +36,49 @@ def conv_stages(in_channels: int, channels: tuple[int, ...], hidden: int, classe
     return stages
 
 
-class SpikingClassifier(nn.Module):
-    """Encoder → [stateless stage → LIF] × n → output stage → mean over time."""
+READOUTS = ("current", "rate")
 
-    def __init__(self, stages: list[list[nn.Module]], T: int, encoding: str = "rate", lif: dict[str, Any] | None = None):
+
+class SpikingClassifier(nn.Module):
+    """Encoder → [stateless stage → LIF] × n → output stage → mean over time.
+
+    ``readout="current"``: the output layer's current averaged over ``T`` (a non-spiking
+    integrator; real-valued logits). ``readout="rate"``: the output layer spikes too and the
+    output is its firing rate in [0, 1] (the STBP papers' readout, trained with MSE to the
+    one-hot label or with cross-entropy on the rates). ``lif`` sets every neuron layer;
+    ``layer_lif`` overrides single layers by index among the neuron layers (``-1`` the last,
+    e.g. ``{-2: {"threshold": 1.0}}`` the penultimate layer with a rate readout)."""
+
+    def __init__(self, stages: list[list[nn.Module]], T: int, encoding: str = "rate", lif: dict[str, Any] | None = None,
+                 readout: str = "current", layer_lif: dict[int, dict[str, Any]] | None = None):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         lif = {"decay": 0.5, "threshold": 0.5, **(lif or {})}
-        self.T = T
+        n_neurons = len(stages) - (1 if readout == "current" else 0)
+        overrides: dict[int, dict[str, Any]] = {}
+        for k, v in (layer_lif or {}).items():
+            if not -n_neurons <= k < n_neurons:
+                raise ValueError(f"layer_lif index {k} out of range for {n_neurons} neuron layers")
+            overrides[k % n_neurons] = v
+        self.T, self.readout_kind = T, readout
         self.encoder = Encoder(encoding, T)
         layers: list[nn.Module] = []
         for i, stage in enumerate(stages):
             layers.append(SeqFold(*stage))
-            if i < len(stages) - 1:
-                layers.append(LIF(step_mode="multi", **lif))
+            if i < n_neurons:
+                layers.append(LIF(step_mode="multi", **{**lif, **overrides.get(i, {})}))
         self.body = nn.Sequential(*layers)
         self.readout = MeanOverTime()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.readout(self.body(self.encoder(x)))
+
+    def forward_spikes(self, spikes: Tensor) -> Tensor:
+        """The network on a given input spike tensor ``[T, B, ...]``, bypassing the encoder."""
+        if spikes.shape[0] != self.T:
+            raise ValueError(f"spike input must be [T={self.T}, B, ...], got shape {tuple(spikes.shape)}")
+        return self.readout(self.body(spikes))
 
 
 class ANNClassifier(nn.Module):
@@ -83,16 +108,24 @@ def ann_convnet(channels: tuple[int, ...] = (8, 16), hidden: int = 64, classes: 
     return ANNClassifier(conv_stages(in_channels, channels, hidden, classes, image_size))
 
 
-def mlp_stages(sizes: tuple[int, ...]) -> list[list[nn.Module]]:
+def mlp_stages(sizes: tuple[int, ...], bias: bool = True) -> list[list[nn.Module]]:
     """``flatten → linear`` stages for layer sizes ``(in, h1, ..., out)``."""
-    stages: list[list[nn.Module]] = [[nn.Flatten(), nn.Linear(sizes[0], sizes[1])]]
-    stages += [[nn.Linear(a, b)] for a, b in zip(sizes[1:-1], sizes[2:])]
+    if len(sizes) < 2:
+        raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
+    stages: list[list[nn.Module]] = [[nn.Flatten(), nn.Linear(sizes[0], sizes[1], bias=bias)]]
+    stages += [[nn.Linear(a, b, bias=bias)] for a, b in zip(sizes[1:-1], sizes[2:])]
     return stages
 
 
 def spiking_mlp(sizes: tuple[int, ...] = (784, 256, 10), T: int = 8, encoding: str = "rate",
-                lif: dict[str, Any] | None = None) -> SpikingClassifier:
-    return SpikingClassifier(mlp_stages(sizes), T, encoding, lif)
+                lif: dict[str, Any] | None = None, readout: str = "current",
+                layer_lif: dict[int, dict[str, Any]] | None = None, bias: bool = True) -> SpikingClassifier:
+    return SpikingClassifier(mlp_stages(sizes, bias), T, encoding, lif, readout, layer_lif)
+
+
+def ann_mlp(sizes: tuple[int, ...] = (784, 256, 10), bias: bool = True) -> ANNClassifier:
+    """The ReLU twin of :func:`spiking_mlp`."""
+    return ANNClassifier(mlp_stages(sizes, bias))
 
 
 NeuronFactory = Callable[[], nn.Module]

@@ -1,0 +1,213 @@
+"""Spike-compatible adversarial attack: the gradient-to-spike (G2S) converter and the
+restricted spike flipper (RSF), after Liang, Hu, Deng et al., "Exploring adversarial attack
+in spiking neural networks with spike-compatible gradient" (arXiv 2001.01587; IEEE TNNLS 2021).
+
+The attacked input is the binary spike tensor ``S ∈ {0,1}^{T×…}`` itself, so an adversarial
+example must stay a valid spike train. The gradient ``g = ∂L/∂S`` (BPTT with the surrogate)
+is continuous; the attack turns it into legal flips.
+
+G2S (the arXiv v1 "gradient-to-spike converter"), per sample:
+
+    p   = (|g| - min|g|) / (max|g| - min|g|)          min-max normalisation to [0, 1]
+    M   ~ Bernoulli(p)
+    ĝ   = sign(g) ⊙ M  ∈ {-1, 0, +1}
+    S  ← clip(S + ĝ, 0, 1)                             only 0→1 (ĝ=+1) and 1→0 (ĝ=-1) survive
+
+RSF (the v1 "gradient trigger"): where a sample's gradient is exactly zero everywhere — common
+in SNNs, whose surrogate is zero away from threshold — flip random spikes instead:
+``S ← S xor M``, ``M ~ Bernoulli(γ)`` (γ the turnover rate; 0.05 in both public
+re-implementations). The paper's exact normalisation and stopping rule could not be read
+(research notes [U]); this is the form both re-implementations agree on, stated as such in
+the chapter. Untargeted: each step ascends the loss; a sample stops at its first success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from compendium.progress import progress
+
+LOSSES = ("ce", "mse")
+
+
+def output_loss(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """Per-batch mean loss on the network output: ``"ce"`` cross-entropy (on logits or on
+    output firing rates), ``"mse"`` squared error of the output rates to the one-hot label
+    (summed over classes, STBP's training loss)."""
+    if kind not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+    if kind == "ce":
+        return F.cross_entropy
+
+    def mse(out: Tensor, y: Tensor) -> Tensor:
+        return ((out - F.one_hot(y, out.shape[1]).to(out.dtype)) ** 2).sum(1).mean()
+
+    return mse
+
+
+def g2s(grad: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Ternary perturbation ``sign(g) ⊙ Bernoulli(minmax(|g|))`` per sample (batch dim 1 of
+    ``[T, B, ...]``). A sample whose gradient is constant in magnitude gets no flips."""
+    mag = grad.abs().transpose(0, 1).flatten(1)  # [B, T·…]
+    lo, hi = mag.min(1, keepdim=True).values, mag.max(1, keepdim=True).values
+    p = torch.where(hi > lo, (mag - lo) / (hi - lo).clamp_min(1e-45), torch.zeros_like(mag))
+    mask = torch.bernoulli(p, generator=generator)
+    p_shaped = mask.reshape(grad.shape[1], grad.shape[0], *grad.shape[2:]).transpose(0, 1)
+    return torch.sign(grad) * p_shaped
+
+
+def rsf(spikes: Tensor, gamma: float, generator: torch.Generator | None = None) -> Tensor:
+    """Flip each spike/no-spike with probability ``gamma`` (``S xor Bernoulli(γ)``)."""
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    mask = torch.bernoulli(torch.full_like(spikes, gamma), generator=generator)
+    return (spikes - mask).abs()
+
+
+@dataclass
+class AttackResult:
+    """Per-sample outcome of an attack on ``n`` samples.
+
+    ``clean_correct``: the model classified the clean input right (only those are attacked);
+    ``success``: fooled within the iterations (and budget); ``iterations``: steps used;
+    ``flips``: changed input bits at the end; ``l2``: L2 norm of the perturbation of the
+    time-averaged input (the rate image; the plain L2 norm for ``T = 1``);
+    ``zero_grad_steps``: attack steps at which the sample's gradient was exactly zero."""
+
+    clean_correct: np.ndarray
+    success: np.ndarray
+    iterations: np.ndarray
+    flips: np.ndarray
+    l2: np.ndarray
+    zero_grad_steps: np.ndarray
+    adversarial: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def n_attacked(self) -> int:
+        return int(self.clean_correct.sum())
+
+    def success_rate(self, max_l2: float | None = None, max_flips: float | None = None) -> float:
+        """Fraction of correctly classified samples fooled (within a perturbation budget)."""
+        ok = self.success & self.clean_correct
+        if max_l2 is not None:
+            ok &= self.l2 <= max_l2
+        if max_flips is not None:
+            ok &= self.flips <= max_flips
+        return float(ok.sum() / max(self.n_attacked, 1))
+
+    def curve(self, budgets: np.ndarray, metric: str = "l2") -> np.ndarray:
+        """Success rate at each budget (``metric`` ``"l2"`` or ``"flips"``)."""
+        key = {"l2": "max_l2", "flips": "max_flips"}[metric]
+        return np.array([self.success_rate(**{key: float(b)}) for b in budgets])
+
+    def summary(self) -> dict[str, float]:
+        won = self.success & self.clean_correct
+        att = self.clean_correct
+        return {"attacked": self.n_attacked, "success_rate": self.success_rate(),
+                "median_l2": float(np.median(self.l2[won])) if won.any() else float("nan"),
+                "mean_flips": float(self.flips[won].mean()) if won.any() else float("nan"),
+                "zero_grad_fraction": float(self.zero_grad_steps[att].sum() / max(self.iterations[att].sum(), 1))}
+
+
+def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Tensor, *, loss: str = "ce",
+                 iterations: int = 30, use_g2s: bool = True, use_rsf: bool = True, gamma: float = 0.05,
+                 max_flips: int | None = None, batch_size: int = 100, seed: int = 0, keep: bool = False,
+                 desc: str = "spike attack", show_progress: bool = True) -> AttackResult:
+    """Untargeted white-box attack on binary input spikes ``[T, N, ...]``.
+
+    ``forward`` maps spikes ``[T, B, ...]`` to outputs ``[B, classes]`` (e.g.
+    ``SpikingClassifier.forward_spikes``; for an ANN on a binary image, ``lambda s: ann(s[0])``
+    with ``T = 1``). ``use_g2s`` / ``use_rsf`` switch the two parts off for the ablation
+    (without G2S the raw gradient sign is applied to every element with non-zero gradient,
+    the naive spike-incompatible step clipped back to {0, 1}). ``max_flips`` stops a sample
+    once it has changed more bits. ``keep`` returns the adversarial spike tensors."""
+    if spikes.ndim < 3 or spikes.shape[1] != labels.shape[0]:
+        raise ValueError(f"spikes must be [T, N, ...] with N = len(labels); got {tuple(spikes.shape)} and {tuple(labels.shape)}")
+    if not torch.all((spikes == 0) | (spikes == 1)):
+        raise ValueError("spike_attack needs binary input spikes")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    loss_fn = output_loss(loss)
+    gen = torch.Generator(device=spikes.device).manual_seed(seed)
+    T, N = spikes.shape[:2]
+    cols = {k: np.zeros(N, dtype=dt) for k, dt in (("clean_correct", bool), ("success", bool), ("iterations", int),
+                                                      ("flips", float), ("l2", float), ("zero_grad_steps", int))}
+    kept = spikes.clone() if keep else None
+    for lo in progress(range(0, N, batch_size), desc=desc, enabled=show_progress):
+        hi = min(lo + batch_size, N)
+        s0, y = spikes[:, lo:hi].float(), labels[lo:hi]
+        s = s0.clone()
+        with torch.no_grad():
+            correct = forward(s0).argmax(1) == y
+        active = correct.clone()
+        done = torch.zeros_like(correct)
+        its = torch.zeros(len(y), dtype=torch.long, device=y.device)
+        zero_steps = torch.zeros(len(y), dtype=torch.long, device=y.device)
+        for _ in range(iterations):
+            idx = active.nonzero().squeeze(1)
+            if len(idx) == 0:
+                break
+            x = s[:, idx].clone().requires_grad_(True)
+            out = forward(x)
+            fooled = out.argmax(1) != y[idx]
+            # per-sample losses summed: each sample's gradient is its own loss's gradient
+            grad, = torch.autograd.grad(loss_fn(out, y[idx]) * len(idx), x)
+            grad = grad.detach()
+            its[idx] += (~fooled).long()
+            done[idx[fooled]] = True
+            step_idx = idx[~fooled]
+            g = grad[:, ~fooled]
+            if len(step_idx) == 0:
+                active[idx] = False
+                break
+            zero = g.abs().transpose(0, 1).flatten(1).amax(1) <= 1e-32
+            zero_steps[step_idx[zero]] += 1
+            cur = s[:, step_idx]
+            new = cur.clone()
+            if use_g2s:
+                new = (cur + g2s(g, gen)).clamp(0, 1)
+            else:
+                new = (cur + torch.sign(g)).clamp(0, 1)
+            if use_rsf and zero.any():
+                new[:, zero] = rsf(cur[:, zero], gamma, gen)
+            s[:, step_idx] = new
+            if max_flips is not None:
+                over = (s[:, step_idx] != s0[:, step_idx]).transpose(0, 1).flatten(1).sum(1) > max_flips
+                s[:, step_idx[over]] = cur[:, over]  # the step that broke the budget is undone; stop there
+                active[step_idx[over]] = False
+            active[idx[fooled]] = False
+        if active.any():  # last check after the final step
+            with torch.no_grad():
+                idx = active.nonzero().squeeze(1)
+                done[idx[forward(s[:, idx]).argmax(1) != y[idx]]] = True
+        diff = s - s0
+        cols["clean_correct"][lo:hi] = correct.cpu().numpy()
+        cols["success"][lo:hi] = (done & correct).cpu().numpy()
+        cols["iterations"][lo:hi] = its.cpu().numpy()
+        cols["flips"][lo:hi] = (diff != 0).transpose(0, 1).flatten(1).sum(1).cpu().numpy()
+        cols["l2"][lo:hi] = diff.mean(0).flatten(1).norm(dim=1).cpu().numpy()
+        cols["zero_grad_steps"][lo:hi] = zero_steps.cpu().numpy()
+        if keep:
+            kept[:, lo:hi] = s
+    return AttackResult(**cols, adversarial=kept)
+
+
+def zero_gradient(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Tensor, *, loss: str = "ce",
+                  batch_size: int = 250) -> np.ndarray:
+    """Per sample: is ``∂L/∂S`` exactly zero everywhere at the clean input ``[T, N, ...]``?
+    (The vanishing-gradient state that RSF exists for; the paper's "trap" analysis is about
+    how loss and penultimate threshold make it more or less common.)"""
+    loss_fn = output_loss(loss)
+    flags = []
+    for lo in range(0, spikes.shape[1], batch_size):
+        x = spikes[:, lo:lo + batch_size].float().clone().requires_grad_(True)
+        y = labels[lo:lo + batch_size]
+        grad, = torch.autograd.grad(loss_fn(forward(x), y) * len(y), x)
+        flags.append((grad.abs().transpose(0, 1).flatten(1).amax(1) <= 1e-32).cpu().numpy())
+    return np.concatenate(flags)

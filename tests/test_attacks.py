@@ -1,0 +1,176 @@
+"""Adversarial attacks (G2S, RSF, L2 BIM, transfer), the event simulator and the spiking readouts."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compendium.attacks import AttackResult, g2s, l2_attack, output_loss, rsf, spike_attack, transfer, zero_gradient
+from compendium.events import frames_to_events, nmnist_like
+from compendium.spiking.nets import spiking_mlp
+
+
+def test_g2s_is_ternary_follows_the_sign_and_uses_minmax_probabilities():
+    g = torch.tensor([[-3.0, 0.0, 1.0, 3.0]]).T.reshape(4, 1, 1)  # [T=4, B=1, 1]
+    draws = torch.stack([g2s(g, torch.Generator().manual_seed(i)) for i in range(400)])
+    assert set(draws.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    assert torch.all(draws[:, 0] == -1) and torch.all(draws[:, 3] == 1)  # |g| = max: p = 1
+    assert torch.all(draws[:, 1] == 0)  # |g| = min: p = 0
+    assert 0.2 < (draws[:, 2] != 0).float().mean() < 0.47  # p = 1/3
+    assert torch.all(draws[:, 2] >= 0)
+    flat = torch.full((3, 2, 5), 0.7)  # constant magnitude: nothing to rank, no flips
+    assert g2s(flat).abs().sum() == 0
+
+
+def test_rsf_flips_at_the_turnover_rate():
+    s = torch.bernoulli(torch.full((8, 4, 100), 0.3), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(rsf(s, 0.0), s)
+    assert torch.equal(rsf(s, 1.0), 1 - s)
+    flipped = (rsf(s, 0.1, torch.Generator().manual_seed(1)) != s).float().mean()
+    assert 0.08 < flipped < 0.12
+    with pytest.raises(ValueError):
+        rsf(s, 1.5)
+
+
+class CountReadout(nn.Module):
+    """Output = spike counts of the input pixels times fixed weights: a known, linear gradient."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = w  # [features, classes]
+
+    def forward(self, s):  # s: [T, B, features]
+        return s.sum(0) @ self.w
+
+
+def test_spike_attack_keeps_spikes_binary_counts_flips_and_fools_a_linear_model():
+    torch.manual_seed(0)
+    # features 0-9 vote class 0, 10-19 class 1, with unequal weights (min-max G2S flips nothing
+    # when every |g| is equal) small enough that softmax does not saturate (at a margin of ~40,
+    # float32 cross-entropy has an exactly zero gradient)
+    mag = 0.02 * torch.arange(1.0, 11.0)
+    w = torch.cat([torch.stack([mag, -mag], 1), torch.stack([-mag, mag], 1)])
+    model = CountReadout(w)
+    s = torch.zeros(4, 6, 20)
+    s[:, :, :10] = 1  # every sample votes class 0 with margin 8.8
+    y = torch.zeros(6, dtype=torch.long)
+    r = spike_attack(model, s, y, iterations=200, keep=True, show_progress=False)
+    assert r.success.all() and r.clean_correct.all()
+    adv = r.adversarial
+    assert torch.all((adv == 0) | (adv == 1))
+    assert np.array_equal(r.flips, (adv != s).transpose(0, 1).flatten(1).sum(1).numpy())
+    assert np.allclose(r.l2, (adv - s).mean(0).norm(dim=1).numpy())
+    assert torch.all(model(adv).argmax(1) != y)
+    # a success needs >= 22 flips (margin 8.8, at most 0.4 per flip): a budget of 15 stops every sample
+    capped = spike_attack(model, s, y, iterations=200, max_flips=15, show_progress=False)
+    assert not capped.success.any() and (capped.flips <= 15).all()
+
+
+def test_zero_gradient_is_detected_and_rsf_is_what_moves_the_input():
+    class Dead(nn.Module):  # output independent of the input: the gradient is exactly zero
+        def forward(self, s):
+            return torch.tensor([[1.0, 0.0]]).expand(s.shape[1], 2) + 0 * s.sum(0)[:, :2]
+
+    s = torch.bernoulli(torch.full((4, 3, 10), 0.5), generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(3, dtype=torch.long)
+    assert zero_gradient(Dead(), s, y).all()
+    stuck = spike_attack(Dead(), s, y, iterations=5, use_rsf=False, keep=True, show_progress=False)
+    assert torch.equal(stuck.adversarial, s) and (stuck.zero_grad_steps == 5).all()
+    moved = spike_attack(Dead(), s, y, iterations=5, use_rsf=True, gamma=0.2, keep=True, show_progress=False)
+    assert (moved.flips > 0).all() and not moved.success.any()
+
+
+def test_attack_refuses_non_binary_input():
+    with pytest.raises(ValueError, match="binary"):
+        spike_attack(lambda s: s.sum(0), torch.full((2, 3, 4), 0.5), torch.zeros(3, dtype=torch.long))
+
+
+def test_l2_attack_finds_about_the_distance_to_a_linear_boundary():
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    model = nn.Linear(2, 2, bias=False)
+    model.weight.data = w.T.clone()  # logits = x; class = larger coordinate
+    x = torch.tensor([[0.8, 0.2], [0.6, 0.3]])
+    y = torch.zeros(2, dtype=torch.long)
+    r = l2_attack(model, x, y, step=0.01, iterations=200)
+    exact = (x[:, 0] - x[:, 1]).abs() / np.sqrt(2)  # distance to the line x0 = x1
+    assert r.success.all()
+    assert np.allclose(r.l2, exact.numpy(), atol=0.011)
+
+
+def test_transfer_counts_only_crafted_and_clean_correct_examples():
+    target = lambda x: torch.stack([x[:, 0], -x[:, 0]], 1)  # class 0 iff x0 > 0
+    clean = torch.tensor([[1.0], [1.0], [-1.0], [1.0]])
+    adv = torch.tensor([[-1.0], [1.0], [-1.0], [-1.0]])
+    y = torch.zeros(4, dtype=torch.long)
+    out = transfer(target, clean, adv, y, crafted=np.array([True, True, True, False]))
+    assert out == {"candidates": 2, "transfer_rate": 0.5}
+
+
+def test_success_curves_are_monotone_in_the_budget():
+    r = AttackResult(clean_correct=np.array([True, True, True, False]), success=np.array([True, True, False, False]),
+                     iterations=np.zeros(4, int), flips=np.array([5.0, 50.0, 0.0, 0.0]), l2=np.array([0.5, 2.0, 0.0, 0.0]),
+                     zero_grad_steps=np.zeros(4, int))
+    assert r.success_rate() == pytest.approx(2 / 3)
+    assert list(r.curve(np.array([0.0, 1.0, 3.0]))) == pytest.approx([0.0, 1 / 3, 2 / 3])
+    assert r.success_rate(max_flips=10) == pytest.approx(1 / 3)
+
+
+def test_output_losses():
+    out = torch.tensor([[0.9, 0.1], [0.2, 0.6]])
+    y = torch.tensor([0, 1])
+    assert output_loss("mse")(out, y).item() == pytest.approx(((0.01 + 0.01) + (0.04 + 0.16)) / 2)
+    with pytest.raises(ValueError):
+        output_loss("hinge")
+
+
+# --- event simulator ----------------------------------------------------------------------------
+def test_static_scene_emits_no_events_and_polarity_follows_the_change():
+    static = torch.rand(1, 8, 8).expand(6, 8, 8)
+    assert frames_to_events(static).sum() == 0
+    frames = torch.full((3, 2), 0.5)
+    frames[1:, 0] = 1.0  # pixel 0 brightens (log ratio 0.69 > C)
+    frames[1:, 1] = 0.2  # pixel 1 darkens
+    ev = frames_to_events(frames, threshold=0.2, eps=0.0)
+    assert ev[0, 0, 0] == 1 and ev[0, 1, 0] == 0  # ON for the brightening pixel
+    assert ev[0, 1, 1] == 1 and ev[0, 0, 1] == 0  # OFF for the darkening pixel
+    assert ev[1].sum() == 0  # no change afterwards
+    counts = frames_to_events(frames, threshold=0.2, eps=0.0, counts=True)
+    assert counts[0, 0, 0] == np.floor(np.log(2.0) / 0.2)
+
+
+def test_slow_changes_accumulate_against_the_reference_level():
+    frames = torch.exp(torch.arange(6.0) * 0.09).unsqueeze(1)  # +0.09 per frame in log, C = 0.2
+    ev = frames_to_events(frames, threshold=0.2, eps=0.0, counts=True)
+    assert ev[:, 0].sum() == 2 and ev[:, 1].sum() == 0  # 0.45 accumulated → two ON events, none per frame alone
+    refr = frames_to_events(torch.exp(torch.arange(6.0) * 0.25).unsqueeze(1), threshold=0.2, eps=0.0, refractory=1)
+    assert refr[:, 0, 0].tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_nmnist_like_events_are_binary_two_channel_and_where_the_digit_is():
+    img = torch.zeros(2, 1, 28, 28)
+    img[0, 0, 10:18, 10:18] = 1.0
+    ev = nmnist_like(img, T=6)
+    assert ev.shape == (6, 2, 2, 34, 34)
+    assert torch.all((ev == 0) | (ev == 1))
+    assert ev[:, 0].sum() > 0 and ev[:, 0, 0].sum() > 0 and ev[:, 0, 1].sum() > 0  # ON and OFF
+    assert ev[:, 1].sum() == 0  # a blank image has no events
+
+
+# --- spiking readouts ---------------------------------------------------------------------------
+def test_rate_readout_gives_output_firing_rates_and_layer_overrides_apply():
+    net = spiking_mlp((12, 16, 3), T=5, readout="rate", layer_lif={-2: {"threshold": 2.0}})
+    lifs = [m for m in net.body if m.__class__.__name__ == "LIF"]
+    assert len(lifs) == 2 and float(lifs[0].threshold) == 2.0 and float(lifs[1].threshold) == 0.5
+    out = net(torch.rand(4, 12))
+    assert out.shape == (4, 3) and torch.all((out >= 0) & (out <= 1))
+    assert torch.allclose(out * 5, (out * 5).round())  # counts / T
+    s = torch.bernoulli(torch.full((5, 4, 12), 0.5))
+    net_spikes = spiking_mlp((12, 16, 3), T=5, readout="rate", encoding="spikes")
+    net_spikes.load_state_dict(net.state_dict())
+    lifs2 = [m for m in net_spikes.body if m.__class__.__name__ == "LIF"]
+    lifs2[0].threshold.fill_(2.0)
+    assert torch.equal(net_spikes(s.transpose(0, 1)), net.forward_spikes(s))
+    with pytest.raises(ValueError, match="layer_lif"):
+        spiking_mlp((12, 16, 3), readout="rate", layer_lif={2: {}})
+    with pytest.raises(ValueError, match="spike input"):
+        net_spikes(torch.rand(4, 3, 12))
