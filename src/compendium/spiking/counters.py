@@ -10,6 +10,10 @@ Per synaptic layer (``nn.Linear``, ``nn.Conv2d``), over everything that passed t
   the input is not binary (a directly-coded first layer does MACs);
 - ``input_density`` — fraction of non-zero inputs.
 
+With ``skip_zero_weights=True`` a SOP is counted only where the connection's weight is
+non-zero: the *active operations* of a pruned network (ADMM compression chapter), which
+skips pruned synapses. For dense weights both counts agree.
+
 Per spiking layer (:class:`~compendium.spiking.neuron.LIF` in multi-step mode): spikes,
 neurons, time steps, firing rate (spikes per neuron per step) and spikes per neuron per
 sample. Totals are divided by the number of samples given to :meth:`OpCounter.summary`.
@@ -50,20 +54,33 @@ def _is_binary(x: Tensor) -> bool:
     return bool(((x == 0) | (x == 1)).all())
 
 
-def conv2d_sops(x: Tensor, conv: nn.Conv2d) -> float:
-    """Exact accumulates for binary input ``x [N, C, H, W]`` through ``conv``."""
+def conv2d_sops(x: Tensor, conv: nn.Conv2d, skip_zero_weights: bool = False) -> float:
+    """Exact accumulates for binary input ``x [N, C, H, W]`` through ``conv`` (only through
+    non-zero weights with ``skip_zero_weights``)."""
     nz = (x != 0).to(x.dtype)
     g = conv.groups
+    if skip_zero_weights:
+        mask = (conv.weight.detach() != 0).to(x.dtype)
+        return float(F.conv2d(nz, mask, stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=g).sum())
     ones = torch.ones(g, conv.in_channels // g, *conv.kernel_size, dtype=x.dtype, device=x.device)
     per_group = F.conv2d(nz, ones, stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=g)
     return float(per_group.sum()) * (conv.out_channels // g)
 
 
+def linear_sops(x: Tensor, linear: nn.Linear, skip_zero_weights: bool = False) -> float:
+    """Accumulates for binary input ``x [..., in]`` through ``linear``."""
+    nz = (x != 0).to(x.dtype)
+    if skip_zero_weights:
+        return float((nz.reshape(-1, nz.shape[-1]) @ (linear.weight.detach() != 0).to(x.dtype).T).sum())
+    return float(nz.sum()) * linear.out_features
+
+
 class OpCounter:
     """Context manager that counts operations and spikes of ``model`` while it runs."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, skip_zero_weights: bool = False):
         self.model = model
+        self.skip_zero_weights = skip_zero_weights
         self.ops: "OrderedDict[str, LayerOps]" = OrderedDict()
         self.spikes: "OrderedDict[str, LayerSpikes]" = OrderedDict()
         self._handles: list = []
@@ -89,10 +106,10 @@ class OpCounter:
             rec = self.ops[name]
             if isinstance(mod, nn.Linear):
                 rec.macs += out.numel() * mod.in_features
-                sops = float((x != 0).sum()) * mod.out_features
+                sops = linear_sops(x, mod, self.skip_zero_weights)
             else:
                 rec.macs += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
-                sops = conv2d_sops(x, mod)
+                sops = conv2d_sops(x, mod, self.skip_zero_weights)
             rec.inputs += x.numel()
             rec.nonzero_inputs += float((x != 0).sum())
             if rec.sops is not None:

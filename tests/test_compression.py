@@ -1,0 +1,179 @@
+"""Compression: projections against hand-computed cases, ADMM on a toy constrained least-squares
+problem, exact constraints after the final projection, the activity penalty and the counters."""
+
+import pytest
+import torch
+from torch import nn
+
+from compendium.compression import ADMM, Constraint, SpikeActivity, compression_metrics, constrained_finetuning, hard_project
+from compendium.compression import prune, prune_quantize, quantize
+from compendium.compression.projections import quantize_scale
+from compendium.spiking import OpCounter
+from compendium.spiking.nets import spiking_mlp
+
+
+def test_prune_keeps_the_largest_magnitudes_and_does_not_touch_its_input():
+    w = torch.tensor([0.1, -0.5, 0.3, -0.05, 0.9, 0.2])
+    before = w.clone()
+    assert torch.equal(prune(w, 0.5), torch.tensor([0.0, -0.5, 0.3, 0.0, 0.9, 0.0]))
+    assert torch.equal(w, before)  # pure: the official code's in-place zeroing is a known pitfall
+    assert torch.equal(prune(w, 0.0), w)
+    assert int((prune(torch.randn(1000), 0.97) != 0).sum()) == 30
+    with pytest.raises(ValueError):
+        prune(w, 1.0)
+
+
+def test_ternary_quantisation_by_hand():
+    # v = (1.0, 0.9, -1.1, 0.1): start alpha = 1.1, Q = (1, 1, -1, 0);
+    # alpha = (1.0 + 0.9 + 1.1) / 3 = 1.0, Q unchanged -> fixed point
+    v = torch.tensor([1.0, 0.9, -1.1, 0.1])
+    alpha, q = quantize_scale(v, 2)
+    assert alpha == pytest.approx(1.0)
+    assert torch.equal(q, torch.tensor([1.0, 1.0, -1.0, 0.0]))
+    assert torch.allclose(quantize(v, 2), torch.tensor([1.0, 1.0, -1.0, 0.0]))
+    assert torch.allclose(quantize(v, 1), v.abs().mean() * torch.sign(v))
+
+
+def test_quantisation_is_a_least_squares_fit_on_its_grid():
+    torch.manual_seed(0)
+    v = torch.randn(500)
+    for bits in (2, 3, 4):
+        alpha, q = quantize_scale(v, bits)
+        L = 2 ** (bits - 1) - 1
+        assert q.abs().max() <= L and torch.equal(q, q.round())
+        # alpha is optimal for its Q, and Q is the nearest grid point for alpha
+        assert alpha == pytest.approx(float((v * q).sum() / (q * q).sum()), rel=1e-5)
+        assert torch.equal(q, torch.clamp(torch.round(v / alpha), -L, L))
+        # more bits, smaller error
+    errs = [float((v - quantize(v, b)).norm()) for b in (1, 2, 3, 4, 6)]
+    assert errs == sorted(errs, reverse=True)
+
+
+def test_joint_projection_prunes_then_quantises_the_survivors():
+    w = torch.tensor([0.1, -0.5, 0.3, -0.05, 0.9, 0.2, 0.8, -0.7])
+    out = prune_quantize(w, 0.5, 2)
+    assert int((out != 0).sum()) <= 4
+    assert torch.all(out[prune(w, 0.5) == 0] == 0)
+    assert torch.unique(out.abs()[out != 0]).numel() == 1  # ternary: one magnitude
+    assert Constraint(0.5, 2).satisfied(out) and not Constraint(0.5, 2).satisfied(w)
+
+
+def test_admm_solves_a_toy_constrained_least_squares_problem():
+    # min ||A x - b||^2 s.t. ||x||_0 <= 2, with b made by a 2-sparse x*: ADMM must find x*'s support
+    torch.manual_seed(0)
+    A = torch.randn(40, 10)
+    x_star = torch.zeros(10)
+    x_star[[2, 7]] = torch.tensor([1.5, -2.0])
+    b = A @ x_star
+    model = nn.Linear(10, 1, bias=False)
+    nn.init.normal_(model.weight, std=0.3)
+    admm = ADMM(model, {"": Constraint(sparsity=0.8)}, rho=0.5, growth=1.2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.002)
+    for _ in range(40):
+        for _ in range(50):
+            opt.zero_grad()
+            loss = ((A @ model.weight[0] - b) ** 2).sum() + admm.penalty()
+            loss.backward()
+            opt.step()
+        admm.update()
+    assert admm.residuals[-1]["primal"] < 1e-2  # W and Z agree
+    hard_project(model, {"": Constraint(sparsity=0.8)})
+    w = model.weight.detach()[0]
+    assert set(torch.nonzero(w).flatten().tolist()) == {2, 7}
+    assert torch.allclose(w, x_star, atol=0.05)
+
+
+def test_weights_satisfy_the_constraint_exactly_after_constrained_finetuning():
+    torch.manual_seed(0)
+    net = spiking_mlp((20, 32, 4), T=3)
+    cons = {"body.0.module.1": Constraint(sparsity=0.9, bits=2), "body.2.module": Constraint(bits=3)}
+    hard_project(net, cons)
+    support = net.body[0].module[1].weight.detach() != 0
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x, y = torch.rand(16, 20), torch.randint(0, 4, (16,))
+    with constrained_finetuning(net, cons):
+        for _ in range(5):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        w_seen = net.body[0].module[1].weight.detach()  # what the forward pass uses
+        assert torch.all(w_seen[~support] == 0)
+    for name, c in cons.items():
+        w = dict(net.named_modules())[name].weight.detach()
+        assert c.satisfied(w), name
+    w = net.body[0].module[1].weight.detach()
+    assert torch.all(w[~support] == 0)  # the pruned support stayed frozen
+    assert not isinstance(getattr(type(net.body[0].module[1]), "weight", None), property)  # parametrisation removed
+
+
+def test_activity_penalty_is_the_mean_firing_rate_and_has_a_gradient():
+    torch.manual_seed(0)
+    net = spiking_mlp((10, 16, 3), T=4)
+    x = torch.rand(8, 10)
+    with SpikeActivity(net) as act:
+        net(x)
+        r = act.penalty()
+        assert r.requires_grad
+        r.backward()
+        assert net.body[0].module[1].weight.grad.abs().sum() > 0
+        with pytest.raises(RuntimeError):
+            act.penalty()
+    with OpCounter(net) as counter:
+        with torch.no_grad():
+            net(x)
+    rate = sum(s.spikes for s in counter.spikes.values()) / sum(s.neuron_steps for s in counter.spikes.values())
+    assert 0 < rate < 1
+    # one LIF layer here, so the penalty (a mean over layers) is that layer's firing rate
+    with SpikeActivity(net) as act, torch.no_grad():
+        torch.manual_seed(5)
+        net(x)
+        r = float(act.penalty())
+    with OpCounter(net) as counter, torch.no_grad():
+        torch.manual_seed(5)
+        net(x)
+    (layer,) = counter.spikes.values()
+    assert r == pytest.approx(layer.spikes / layer.neuron_steps)
+
+
+def test_active_operations_skip_pruned_synapses():
+    lin = nn.Linear(4, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0, 0, 2], [0, 0, 0, 0], [3, 4, 0, 0]]))
+    x = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
+    model = nn.Sequential(lin)
+    with OpCounter(model) as dense:
+        model(x)
+    with OpCounter(model, skip_zero_weights=True) as sparse:
+        model(x)
+    assert dense.ops["0"].sops == 9  # 3 spikes x 3 outputs
+    assert sparse.ops["0"].sops == 4  # spike 0 -> rows 0, 2; spike 1 -> row 2; spike 3 -> row 0
+    conv = nn.Conv2d(1, 2, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 1] = 1.0  # one centre tap in one output channel
+    img = (torch.rand(1, 1, 5, 5) > 0.5).float()
+    with OpCounter(nn.Sequential(conv), skip_zero_weights=True) as c:
+        conv(img)
+    assert c.ops["0"].sops == float(img.sum())
+
+
+def test_metrics_count_connections_bits_and_size():
+    net = spiking_mlp((10, 20, 5), T=2)
+    cons = {"body.0.module.1": Constraint(sparsity=0.5, bits=2)}
+    hard_project(net, cons)
+    m = compression_metrics(net, cons, torch.rand(6, 10), time_steps=2)
+    nnz = 100 + 100  # half of 200, plus the dense 100 of the second layer
+    assert m["connection_ratio"] == pytest.approx(nnz / 300)
+    assert m["size_compression"] == pytest.approx(32 * 300 / (2 * 100 + 32 * 100))
+    assert m["spikes_per_sample"] >= 0 and m["active_ops"] >= 0
+
+
+def test_bad_constraints_are_refused():
+    with pytest.raises(ValueError):
+        Constraint()
+    with pytest.raises(ValueError):
+        Constraint(sparsity=1.2)
+    with pytest.raises(ValueError):
+        Constraint(bits=0)
+    with pytest.raises(ValueError, match="no synaptic layer"):
+        ADMM(nn.Linear(2, 2), {"nope": Constraint(0.5)})
