@@ -4,6 +4,7 @@ import hashlib
 
 import numpy as np
 import pytest
+import torch
 
 from compendium.datasets import MNIST_RESPLIT, DataMissing, Registry, load_mnist, load_planetoid
 from conftest import mirror_has
@@ -139,3 +140,19 @@ def test_mnist_full_split_fails_clearly_when_training_images_are_missing(tmp_pat
     monkeypatch.setenv("COMPENDIUM_DATA_MIRROR", str(tmp_path / "empty-mirror"))
     with pytest.raises(DataMissing, match="t10k-images"):
         load_mnist(split="full")
+
+
+@pytest.mark.skipif(not mirror_has("omniglot/raw/images_background_small1.zip", "omniglot/raw/images_background_small2.zip"),
+                    reason="needs the two small Omniglot zips")
+def test_omniglot_small_merges_both_subsets_by_character():
+    from compendium.datasets import load_omniglot_small
+
+    x, y, names, info = load_omniglot_small(size=20)
+    assert x.shape == (len(y), 1, 20, 20) and len(names) == int(y.max()) + 1
+    counts = torch.bincount(y)
+    assert int(counts.min()) == int(counts.max()) == 20  # 20 drawers per character, none duplicated
+    assert len(set(names)) == len(names) and all("/" in n for n in names)
+    assert 0.02 < float(x.mean()) < 0.3  # ink is 1 on a 0 background, and strokes are thin
+    assert info.substitute and "small" in info.description
+    with pytest.raises(ValueError):
+        load_omniglot_small(size=4)

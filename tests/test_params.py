@@ -84,7 +84,7 @@ def _parameters_cell(nb_path):
     return values, nb
 
 
-@pytest.mark.parametrize("chapter", ["primer", "tdbn", "msresnet", "h2learn", "stfn", "memristor", "calibration", "adversarial", "compression"])
+@pytest.mark.parametrize("chapter", ["primer", "tdbn", "msresnet", "h2learn", "stfn", "memristor", "calibration", "adversarial", "compression", "hybrid"])
 def test_chapter_in_book_list(project, chapter):
     assert chapter in available_chapters(project)
 
