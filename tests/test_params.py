@@ -84,7 +84,7 @@ def _parameters_cell(nb_path):
     return values, nb
 
 
-@pytest.mark.parametrize("chapter", ["primer", "tdbn", "msresnet", "h2learn", "stfn", "memristor", "calibration", "adversarial", "compression", "hybrid"])
+@pytest.mark.parametrize("chapter", ["primer", "tdbn", "msresnet", "h2learn", "stfn", "memristor", "calibration", "adversarial", "compression", "hybrid", "dashnet"])
 def test_chapter_in_book_list(project, chapter):
     assert chapter in available_chapters(project)
 
@@ -96,3 +96,14 @@ def test_notebooks_match_their_declared_default_profile(project):
         assert values == spec.profiles["default"], f"{chapter}: parameters cell differs from the default profile"
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{chapter}: source notebook has outputs"
         assert project.claims_file(chapter).is_file()
+
+
+def test_papermill_sees_every_declared_parameter(project):
+    # papermill parses the parameters cell itself; a comment it cannot parse (e.g. one with "=")
+    # silently drops that parameter, and `-p name value` would then be ignored with a warning
+    import papermill as pm
+
+    for chapter in available_chapters(project):
+        seen = set(pm.inspect_notebook(str(project.notebook(chapter))))
+        declared = set(load_spec(project, chapter).parameters)
+        assert seen == declared, f"{chapter}: papermill sees {sorted(seen ^ declared)} differently"
