@@ -1,6 +1,5 @@
 """Energy constants, BPTT workload counts, the LUT arithmetic and the H2Learn model."""
 
-from dataclasses import replace
 
 import pytest
 import torch

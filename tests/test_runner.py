@@ -8,7 +8,6 @@ import papermill as pm
 import pytest
 
 from compendium.book.runner import ChapterFailed, is_stale, run_chapter, run_stale
-from compendium.params import ParameterError
 
 
 def _cli(project, *args):

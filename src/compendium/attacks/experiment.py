@@ -8,8 +8,7 @@ paper's loss × threshold analysis. The ANN twins have the same shape with ReLU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -39,8 +38,6 @@ class Setup:
     gamma: float = 0.05
     device: str = "cpu"
 
-    def with_(self, **kw: Any) -> "Setup":
-        return replace(self, **kw)
 
 
 def train_snn(train: Data, test: Data | None, setup: Setup, *, loss: str = "ce", penultimate_threshold: float | None = None,

@@ -4,7 +4,7 @@ ADMM (or one-shot projection), hard-project, fine-tune under the constraint, and
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -38,8 +38,6 @@ class Setup:
     device: str = "cpu"
     seed: int = 0
 
-    def with_(self, **kw: Any) -> "Setup":
-        return replace(self, **kw)
 
 
 def make_model(setup: Setup) -> SpikingClassifier:

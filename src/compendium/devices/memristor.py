@@ -22,7 +22,7 @@ above ``V_gate_th`` potentiates (``g += α_p (g_max - g)``) or, negative, depres
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Iterable
 

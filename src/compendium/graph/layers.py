@@ -91,7 +91,6 @@ class SpikingGATConv(nn.Module):
         super().__init__()
         self.T = T
         self.conv = GATConv(in_features, out_features, heads=heads, concat=concat, dropout=dropout)
-        width = out_features * heads if concat else out_features
         self.norm = STFN(num_nodes, lif["threshold"], rho) if stfn else nn.Identity()
         self.neuron = LIF(**lif) if spiking else nn.Identity()
 

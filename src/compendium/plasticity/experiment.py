@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,8 +43,6 @@ class Setup:
     batch_size: int = 100
     device: str = "cpu"
 
-    def with_(self, **kw: Any) -> "Setup":
-        return replace(self, **kw)
 
     def plastic_kw(self) -> dict[str, Any]:
         return {"decay": self.decay, "threshold": self.threshold, "trace_decay": self.trace_decay}

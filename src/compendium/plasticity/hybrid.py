@@ -29,7 +29,6 @@ across mini-batches and into testing) unless ``persistent=False`` or :meth:`rese
 
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import torch
