@@ -44,12 +44,15 @@ def _texture(rng: np.random.Generator, size: int, scale: int) -> np.ndarray:
 
 
 def render_sequence(n: int = 200, size: int = 64, *, speed: float = 1.5, radius: float = 5.0, clutter: float = 0.3,
-                    occlusion: bool = False, aps_every: int = 10, threshold: float = 0.15, seed: int = 0) -> Sequence:
+                    occlusion: bool = False, aps_every: int = 10, threshold: float = 0.15, noise: float = 0.0,
+                    seed: int = 0) -> Sequence:
     """One sequence of ``n`` event bins (``n + 1`` renders); ``speed`` in pixels per render.
 
     The target moves at constant ``speed`` along a smoothly turning heading and bounces off
     the border (kept ``radius + 2`` pixels inside); ``clutter`` is the background texture
-    contrast; ``occlusion`` adds a static dark bar across the middle."""
+    contrast; ``occlusion`` adds a static dark bar across the middle; ``noise`` is the
+    simulator's rate of spurious events per pixel and bin (sensor noise: a static textured
+    background emits no events of its own)."""
     if n < aps_every or size < 16:
         raise ValueError("need n >= aps_every and size >= 16")
     rng = np.random.default_rng(seed)
@@ -80,15 +83,18 @@ def render_sequence(n: int = 200, size: int = 64, *, speed: float = 1.5, radius:
     if occlusion:
         frames[:, size // 2 - 3: size // 2 + 3, :] = 0.1
     frames_t = torch.from_numpy(frames)
-    events = frames_to_events(frames_t, threshold)  # [n, 2, H, W]
+    events = frames_to_events(frames_t, threshold, noise=noise,
+                              generator=torch.Generator().manual_seed(seed))  # [n, 2, H, W]
     return Sequence(frames_t, events, torch.from_numpy(path.astype(np.float32)), radius, aps_every)
 
 
 def make_sequences(count: int, n: int = 200, size: int = 64, *, speed: tuple[float, float] = (1.0, 2.5),
                    radius: tuple[float, float] = (4.0, 7.0), clutter: tuple[float, float] = (0.1, 0.5),
-                   occlusion_rate: float = 0.3, aps_every: int = 10, seed: int = 0) -> list[Sequence]:
+                   occlusion_rate: float = 0.3, aps_every: int = 10, threshold: float = 0.15, noise: float = 0.0,
+                   seed: int = 0) -> list[Sequence]:
     """``count`` sequences with speed, size, clutter and occlusion drawn per sequence."""
     rng = np.random.default_rng(seed)
     return [render_sequence(n, size, speed=float(rng.uniform(*speed)), radius=float(rng.uniform(*radius)),
                             clutter=float(rng.uniform(*clutter)), occlusion=bool(rng.random() < occlusion_rate),
-                            aps_every=aps_every, seed=int(rng.integers(2**31))) for _ in range(count)]
+                            aps_every=aps_every, threshold=threshold, noise=noise, seed=int(rng.integers(2**31)))
+            for _ in range(count)]
