@@ -37,13 +37,15 @@ class Setup:
     rho_growth: float = 2.0
     device: str = "cpu"
     seed: int = 0
-
+    in_channels: int = 1  # 3 for CIFAR-10
+    image_size: int = 28  # 32 for CIFAR-10
 
 
 def make_model(setup: Setup) -> SpikingClassifier:
     """The chapter's STBP conv SNN (rate-coded input, hard reset, current readout)."""
     torch.manual_seed(setup.seed)
     return spiking_convnet(T=setup.T, channels=setup.channels, hidden=setup.hidden, encoding="rate",
+                           in_channels=setup.in_channels, image_size=setup.image_size,
                            lif={"decay": setup.decay, "threshold": setup.threshold})
 
 
