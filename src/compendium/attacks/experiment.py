@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from compendium.attacks.spike import output_loss, spike_attack, zero_gradient
 from compendium.learning import History, fit
 from compendium.progress import progress
+from compendium.spiking.counters import OpCounter
 from compendium.spiking.nets import SpikingClassifier, ann_mlp, spiking_mlp
 
 Data = tuple[Tensor, Tensor]
@@ -89,14 +90,10 @@ def loss_threshold_map(train: Data, spikes: Tensor, labels: Tensor, setup: Setup
 @torch.no_grad()
 def hidden_rate(net: SpikingClassifier, spikes: Tensor) -> float:
     """Mean firing rate of the penultimate (hidden) neuron layer on spike input ``[T, N, ...]``."""
-    rates = []
-    handle = [m for m in net.body if m.__class__.__name__ == "LIF"][-2].register_forward_hook(
-        lambda mod, inp, out: rates.append(float(out.mean())))
-    try:
+    with OpCounter(net) as counter:
         net.forward_spikes(spikes)
-    finally:
-        handle.remove()
-    return rates[0]
+    layer = list(counter.spikes.values())[-2]
+    return layer.spikes / layer.neuron_steps
 
 
 def ablation(net: SpikingClassifier, spikes: Tensor, labels: Tensor, setup: Setup, *, loss: str = "ce",

@@ -38,7 +38,7 @@ def l2_attack(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, loss: 
         active, done = correct.clone(), torch.zeros_like(correct)
         its = torch.zeros(len(yy), dtype=torch.long, device=yy.device)
         zero_steps = torch.zeros(len(yy), dtype=torch.long, device=yy.device)
-        for _ in range(iterations + 1):
+        for it in range(iterations + 1):
             idx = active.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
@@ -47,7 +47,7 @@ def l2_attack(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, loss: 
             fooled = out.argmax(1) != yy[idx]
             done[idx[fooled]] = True
             active[idx[fooled]] = False
-            if _ == iterations:
+            if it == iterations:  # the last pass only checks for success
                 break
             grad, = torch.autograd.grad(loss_fn(out, yy[idx]) * len(idx), a)
             keep_idx = ~fooled

@@ -51,10 +51,20 @@ def output_loss(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
     return mse
 
 
+def per_sample(x: Tensor) -> Tensor:
+    """``[T, B, ...]`` → ``[B, T·…]``: one row per sample (batch is dim 1 of spike tensors)."""
+    return x.transpose(0, 1).flatten(1)
+
+
+def all_zero(grad: Tensor) -> Tensor:
+    """Per sample: is the gradient exactly zero everywhere (``[B]`` bool)?"""
+    return per_sample(grad.abs()).amax(1) <= 1e-32
+
+
 def g2s(grad: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Ternary perturbation ``sign(g) ⊙ Bernoulli(minmax(|g|))`` per sample (batch dim 1 of
     ``[T, B, ...]``). A sample whose gradient is constant in magnitude gets no flips."""
-    mag = grad.abs().transpose(0, 1).flatten(1)  # [B, T·…]
+    mag = per_sample(grad.abs())
     lo, hi = mag.min(1, keepdim=True).values, mag.max(1, keepdim=True).values
     p = torch.where(hi > lo, (mag - lo) / (hi - lo).clamp_min(1e-45), torch.zeros_like(mag))
     mask = torch.bernoulli(p, generator=generator)
@@ -166,7 +176,7 @@ def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Te
             if len(step_idx) == 0:
                 active[idx] = False
                 break
-            zero = g.abs().transpose(0, 1).flatten(1).amax(1) <= 1e-32
+            zero = all_zero(g)
             zero_steps[step_idx[zero]] += 1
             cur = s[:, step_idx]
             new = cur.clone()
@@ -178,7 +188,7 @@ def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Te
                 new[:, zero] = rsf(cur[:, zero], gamma, gen)
             s[:, step_idx] = new
             if max_flips is not None:
-                over = (s[:, step_idx] != s0[:, step_idx]).transpose(0, 1).flatten(1).sum(1) > max_flips
+                over = per_sample(s[:, step_idx] != s0[:, step_idx]).sum(1) > max_flips
                 s[:, step_idx[over]] = cur[:, over]  # the step that broke the budget is undone; stop there
                 active[step_idx[over]] = False
             active[idx[fooled]] = False
@@ -190,7 +200,7 @@ def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Te
         cols["clean_correct"][lo:hi] = correct.cpu().numpy()
         cols["success"][lo:hi] = (done & correct).cpu().numpy()
         cols["iterations"][lo:hi] = its.cpu().numpy()
-        cols["flips"][lo:hi] = (diff != 0).transpose(0, 1).flatten(1).sum(1).cpu().numpy()
+        cols["flips"][lo:hi] = per_sample(diff != 0).sum(1).cpu().numpy()
         cols["l2"][lo:hi] = diff.mean(0).flatten(1).norm(dim=1).cpu().numpy()
         cols["zero_grad_steps"][lo:hi] = zero_steps.cpu().numpy()
         if keep:
@@ -209,5 +219,5 @@ def zero_gradient(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: T
         x = spikes[:, lo:lo + batch_size].float().clone().requires_grad_(True)
         y = labels[lo:lo + batch_size]
         grad, = torch.autograd.grad(loss_fn(forward(x), y) * len(y), x)
-        flags.append((grad.abs().transpose(0, 1).flatten(1).amax(1) <= 1e-32).cpu().numpy())
+        flags.append(all_zero(grad).cpu().numpy())
     return np.concatenate(flags)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from compendium.compression.projections import Constraint
+from compendium.compression.projections import Constraint, quantize_kept
 
 
 def compressible(model: nn.Module) -> dict[str, nn.Module]:
@@ -92,21 +92,10 @@ class _StraightThrough(nn.Module):
     def forward(self, w: Tensor) -> Tensor:
         masked = w * self.mask if self.mask is not None else w
         if self.constraint.bits is not None:
-            target = self.constraint.project(masked.detach()) if self.mask is None else _quantize_on(masked.detach(), self.mask, self.constraint.bits)
+            target = self.constraint.project(masked.detach()) if self.mask is None else quantize_kept(masked.detach(), self.mask, self.constraint.bits)
         else:
             target = masked.detach()
         return masked + (target - masked).detach()
-
-
-def _quantize_on(w: Tensor, mask: Tensor, bits: int) -> Tensor:
-    from compendium.compression.projections import quantize_scale
-
-    out = torch.zeros_like(w)
-    keep = mask.bool()
-    if keep.any():
-        alpha, q = quantize_scale(w[keep], bits)
-        out[keep] = alpha * q
-    return out
 
 
 @contextmanager
@@ -129,7 +118,7 @@ def constrained_finetuning(model: nn.Module, constraints: dict[str, Constraint])
                 w = mods[n].weight.detach()
                 if mask is not None:
                     # keep the frozen support; quantise the kept weights
-                    final = _quantize_on(w * mask, mask, c.bits) if c.bits is not None else w * mask
+                    final = quantize_kept(w * mask, mask, c.bits) if c.bits is not None else w * mask
                 else:
                     final = c.project(w)
                 mods[n].weight.copy_(final)

@@ -3,6 +3,7 @@ ADMM (or one-shot projection), hard-project, fine-tune under the constraint, and
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -100,11 +101,8 @@ def compress(base: SpikingClassifier, train: Data, test: Data, setup: Setup, *, 
         raise ValueError(f"method must be 'admm' or 'oneshot', got {method!r}")
     model = copy.deepcopy(base).to(setup.device)
     constraints = layer_constraints(model, constraint) if constraint is not None else {}
-    act_ctx = SpikeActivity(model) if activity > 0 else None
-    if act_ctx:
-        act_ctx.__enter__()
     residuals: list[dict[str, float]] = []
-    try:
+    with SpikeActivity(model) if activity > 0 else contextlib.nullcontext() as act_ctx:
         total = setup.admm_epochs + setup.finetune_epochs
         common = dict(batch_size=setup.batch_size, device=setup.device, seed=setup.seed, show_progress=False)
         if constraint is None:
@@ -124,9 +122,6 @@ def compress(base: SpikingClassifier, train: Data, test: Data, setup: Setup, *, 
             with constrained_finetuning(model, constraints):
                 fit(model, train, epochs=ft_epochs, lr=setup.finetune_lr, loss_fn=_loss(act_ctx, activity, None),
                     desc=f"{name} fine-tune", **common)
-    finally:
-        if act_ctx:
-            act_ctx.__exit__(None, None, None)
     row: dict[str, Any] = {"strategy": name or (constraint.describe() if constraint else f"activity {activity:g}"),
                            "method": method if constraint is not None else "-", "sparsity": constraint.sparsity if constraint else None,
                            "bits": constraint.bits if constraint else None, "activity": activity,

@@ -66,15 +66,21 @@ def quantize(w: Tensor, bits: int) -> Tensor:
     return (alpha * q).reshape(w.shape).to(w.dtype)
 
 
+def quantize_kept(w: Tensor, keep: Tensor, bits: int) -> Tensor:
+    """Quantise the entries of ``w`` where ``keep`` is non-zero (scale fitted on them alone);
+    zero elsewhere."""
+    keep = keep.bool()
+    out = torch.zeros_like(w)
+    if keep.any():
+        alpha, q = quantize_scale(w[keep].detach(), bits)
+        out[keep] = (alpha * q).to(w.dtype)
+    return out
+
+
 def prune_quantize(w: Tensor, sparsity: float, bits: int) -> Tensor:
     """Prune, then quantise the surviving weights (zeros stay zero)."""
     pruned = prune(w, sparsity)
-    keep = pruned != 0
-    out = torch.zeros_like(w)
-    if keep.any():
-        alpha, q = quantize_scale(pruned[keep].detach(), bits)
-        out[keep] = (alpha * q).to(w.dtype)
-    return out
+    return quantize_kept(pruned, pruned != 0, bits)
 
 
 @dataclass(frozen=True)
