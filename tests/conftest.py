@@ -42,7 +42,7 @@ DEMO_NOTEBOOK_CELLS = [
     ("code", "import numpy as np\nif fail:\n    raise ValueError('asked to fail')\ny = np.float64(2 * x)", []),
     ("code", "from compendium.book.report import ChapterReport\n"
              "report = ChapterReport('demo', {'x': x, 'fail': fail}, scale='demo scale')\n"
-             "report.number('y', y)\nreport.measure('doubles', holds=(y == 2 * x), evidence=f'y={y}')\n"
+             "report.number('y', y)\nreport.measure('y_over_x', float(y) / x, exact=True)\n"
              "report.claims_table()", []),
     ("markdown", "y is {glue:text}`y:.1f`.", []),
     ("code", "report.save();", []),
@@ -71,7 +71,7 @@ def demo_project(tmp_path):
     (root / "data" / "papers" / "demo.yaml").write_text(
         "id: demo\ncitation: A. Author. A paper. 2020.\narxiv: '0000.00000'\nclaims:\n"
         "  - id: doubles\n    text: y is twice x.\n    source: abstract\n    published: qualitative\n"
-        "    compare: {kind: check}\n")
+        "    rule: {kind: threshold, quantity: y_over_x, at_least: 2}\n")
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     for kind, src, tags in DEMO_NOTEBOOK_CELLS:

@@ -7,7 +7,8 @@ import sys
 import papermill as pm
 import pytest
 
-from compendium.book.runner import ChapterFailed, is_stale, run_chapter, run_stale
+from compendium.book.render import scoreboard_markdown
+from compendium.book.runner import ChapterFailed, is_stale, run_chapter, run_stale, stale_reasons
 
 
 def _cli(project, *args):
@@ -126,6 +127,45 @@ def test_build_renders_book_with_scoreboard(demo_project):
     # a second build re-runs nothing
     proc = _cli(demo_project, "build", "--profile", "quick")
     assert "demo: up to date" in proc.stdout
+    # a later failed run leaves the previous outputs, rendered under a visible stale banner
+    assert _cli(demo_project, "run", "demo", "--profile", "quick", "-p", "fail", "true").returncode == 1
+    proc = _cli(demo_project, "build", "--profile", "quick")
+    chapter = (html / "book" / "chapters" / "demo.html").read_text()
+    assert "Stale results." in chapter and "latest run failed" in chapter
+    assert "<strong>stale</strong>" in (html / "book" / "scoreboard.html").read_text()
+
+
+def test_stale_reasons_failed_run_changed_sources_and_recovery(demo_project):
+    assert stale_reasons(demo_project, "demo") == ["never run"]
+    run_chapter(demo_project, "demo", log=lambda m: None)
+    assert stale_reasons(demo_project, "demo") == []
+    assert "**Stale.**" not in scoreboard_markdown(demo_project, ["demo"])
+    with pytest.raises(ChapterFailed):
+        run_chapter(demo_project, "demo", overrides={"fail": True}, log=lambda m: None)
+    reasons = stale_reasons(demo_project, "demo")
+    assert len(reasons) == 1 and "latest run failed" in reasons[0] and "asked to fail" in reasons[0]
+    board = scoreboard_markdown(demo_project, ["demo"])
+    assert "**Stale.**" in board and "| **stale** |" in board
+    claims = demo_project.claims_file("demo")
+    claims.write_text(claims.read_text().replace("y is twice x.", "y is two times x."))
+    assert any("sources" in r and "changed" in r for r in stale_reasons(demo_project, "demo"))
+    run_chapter(demo_project, "demo", log=lambda m: None)  # a good run clears both marks
+    assert stale_reasons(demo_project, "demo") == []
+    rec = json.loads(demo_project.record("demo").read_text())
+    rec["environment"]["git"] = {"commit": "abc", "dirty": True}
+    demo_project.record("demo").write_text(json.dumps(rec))
+    assert stale_reasons(demo_project, "demo") == ["it ran from uncommitted code"]
+
+
+def test_scoreboard_row_shows_interval_n_source_kind_and_revisions(demo_project):
+    claims = demo_project.claims_file("demo")
+    claims.write_text(claims.read_text().replace("    source: abstract\n", "    source: a later paper, Table 2\n"
+                                                 "    source_kind: secondary\n"
+                                                 "    revisions: [{date: '2026-11-25', change: bound 2, reason: declared}]\n"))
+    run_chapter(demo_project, "demo", log=lambda m: None)
+    board = scoreboard_markdown(demo_project, ["demo"])
+    assert "*secondary*" in board and "(rev. 1)" in board and "2026-11-25: bound 2 — declared" in board
+    assert "2 (exact)" in board and "| exact |" in board and "1 reproduced" in board
 
 
 @pytest.mark.book

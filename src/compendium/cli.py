@@ -1,4 +1,4 @@
-"""Command line: ``compendium list | run | build | data`` (also ``python -m compendium``)."""
+"""Command line: ``compendium list | run | build | data | claims`` (also ``python -m compendium``)."""
 
 from __future__ import annotations
 
@@ -94,6 +94,24 @@ def _cmd_data(project: Project, args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cmd_claims(project: Project, args: argparse.Namespace) -> int:
+    from compendium.book.claims import lock_problems, write_lock
+
+    if args.action == "check":
+        problems = lock_problems(project.papers_dir)
+        for p in problems:
+            print(p)
+        print("all claims match their pre-registered pins" if not problems else f"{len(problems)} problem(s)")
+        return 1 if problems else 0
+    try:
+        changed = write_lock(project.papers_dir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(f"pinned {c}" for c in changed) or "nothing changed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compendium", description=__doc__)
     p.add_argument("--root", help="project root (default: found from the working directory)")
@@ -114,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="re-run every chapter")
     b.add_argument("--lenient", action="store_true", help="do not fail the render on Sphinx warnings")
 
+    cl = sub.add_parser("claims", help="pre-registration: check the claims' rules against their pins, or re-pin")
+    cl.add_argument("action", choices=["check", "lock"],
+                    help="check: list drifted rules; lock: re-pin (refused for a rule changed without a revision)")
+
     d = sub.add_parser("data", help="the dataset registry")
     d.add_argument("action", choices=["list", "verify", "fetch"])
     d.add_argument("names", nargs="*", help="datasets (default: all)")
@@ -127,5 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    handler = {"list": _cmd_list, "run": _cmd_run, "build": _cmd_build, "data": _cmd_data}[args.command]
+    handler = {"list": _cmd_list, "run": _cmd_run, "build": _cmd_build, "data": _cmd_data,
+               "claims": _cmd_claims}[args.command]
     return handler(project, args)

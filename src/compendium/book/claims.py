@@ -1,40 +1,128 @@
-"""The papers' claims and how a chapter's measurement is judged against each.
+"""The papers' claims, their pre-registered rules, and the engine that judges them.
 
-``data/papers/<chapter>.yaml`` holds, for each claim: an ``id``, the ``text`` quoted from
-the paper, its ``source`` (abstract, or table and page), the ``published`` value (a number,
-a ``[low, high]`` range, or the string ``not transcribed``), and a ``compare`` rule:
+``data/papers/<chapter>.yaml`` holds, for each claim:
 
-``{kind: value, tolerance: 0.5, unit: "%"}``
-    ours within ``tolerance`` of the published number: reproduced; within twice: partly.
-``{kind: range}``
-    ours inside the published ``[low, high]``: reproduced; within 25 % of the range's
-    width outside it: partly.
-``{kind: check}``
-    an ordering, trend or qualitative statement; the chapter reports whether it held
-    (``True``, ``False`` or ``"partly"``) together with the evidence.
+``id``, ``text``
+    a stable id and the claim quoted from the paper.
+``source``, ``source_kind``
+    where the published value comes from, and whether that source is ``primary`` (the paper
+    or its official code), ``secondary`` (a later paper reprinting it) or ``secondary (note)``.
+``published``
+    a number, a ``[low, high]`` range, ``qualitative``, or ``not transcribed``.
+``rule``
+    the comparison rule as data (:mod:`compendium.book.rules`): which named quantities it
+    reads and its thresholds. ``null`` only together with ``not_run:`` (a claim no build of
+    this book can measure, e.g. one that needs a neuromorphic chip), with the reason.
+``scale``
+    the setting under which the claim can be compared (the *scale gate*): ``data`` (names of
+    the datasets that must have run), ``full_data`` (no stand-in, no subsampling) and
+    ``params`` (``{name: value}``, ``{name: {min: x}}``, ``{name: {max: x}}``,
+    ``{name: {in: [...]}}``). A run outside the gate is "not comparable at this scale".
+``modelled``
+    for results that follow from constants we assumed or chose: ``{constants: "...",
+    sensitivity: quantity?, section: "..."}``. The verdict is then **modelled** and the
+    reason says whether the rule holds under the assumed constants and how robust that is.
+``revisions``
+    ``[{date, change, reason}]``: every change of the rule, scale, published value or model
+    flag after the claim was first registered. ``data/papers/rules.lock`` pins a hash of each
+    claim's rule together with its number of revisions; ``compendium claims lock`` refuses to
+    re-pin a changed rule that has no new revision, and the test suite fails on a drift.
 
-A claim marked ``scale: paper`` compares a number that only the paper's full setting can
-reach (full data, full epochs); at any other scale its verdict is "not comparable at this
-scale", and our number is still shown beside the published one.
+The engine (:func:`judge`) decides from the run's quantities, its parameters and its data
+records; no notebook decides a verdict.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import yaml
 
-NOT_TRANSCRIBED = "not transcribed"
+from compendium.book.quantities import Quantity
+from compendium.book.rules import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, Outcome, Rule, parse_rule)
 
-REPRODUCED = "reproduced"
-PARTLY = "partly"
-NOT_REPRODUCED = "not reproduced"
+NOT_TRANSCRIBED = "not transcribed"
+QUALITATIVE = "qualitative"
+
+MODELLED = "modelled"
 NOT_COMPARABLE = "not comparable at this scale"
 NOT_RUN = "not run here"
-VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN)
-_KINDS = ("value", "range", "check")
+VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, INCONCLUSIVE, MODELLED, NOT_COMPARABLE, NOT_RUN)
+SOURCE_KINDS = ("primary", "secondary", "secondary (note)", "ours")
+_NEEDS_PUBLISHED = ("value", "range")
+_CLAIM_KEYS = {"id", "text", "source", "source_kind", "published", "rule", "scale", "modelled", "revisions", "note",
+               "not_run", "section"}
+_SCALE_KEYS = {"data", "full_data", "params", "note"}
+
+
+@dataclass(frozen=True)
+class ScaleGate:
+    """The setting under which a claim can be compared, checked against a run."""
+
+    data: tuple[str, ...] = ()
+    full_data: bool = False
+    params: Mapping[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    @classmethod
+    def parse(cls, spec: Any, where: str) -> "ScaleGate":
+        if spec in (None, "any"):
+            return cls()
+        if not isinstance(spec, Mapping) or set(spec) - _SCALE_KEYS:
+            raise ValueError(f"{where}: 'scale' must be a mapping with keys among {sorted(_SCALE_KEYS)}, got {spec!r}")
+        data = spec.get("data") or ()
+        return cls(tuple([data] if isinstance(data, str) else data), bool(spec.get("full_data", False)),
+                   dict(spec.get("params") or {}), str(spec.get("note", "")))
+
+    @property
+    def open(self) -> bool:
+        return not (self.data or self.full_data or self.params)
+
+    def failures(self, params: Mapping[str, Any], data: Sequence[Mapping[str, Any]]) -> list[str]:
+        """What keeps this run outside the gate (empty: comparable)."""
+        out: list[str] = []
+        names = {d.get("name") for d in data}
+        if self.data and not names & set(self.data):
+            out.append(f"needs {' or '.join(self.data)} (ran {', '.join(sorted(str(n) for n in names)) or 'no dataset'})")
+        if self.full_data:
+            subs = [d.get("name") for d in data if d.get("substitute")]
+            if subs:
+                out.append(f"a stand-in ran for {', '.join(map(str, subs))}")
+            sub = [k for k in ("n_train", "n_test") if params.get(k) is not None]
+            if sub:
+                out.append("data subsampled (" + ", ".join(f"{k}={params[k]}" for k in sub) + ")")
+        for name, cond in self.params.items():
+            have = params.get(name)
+            if isinstance(cond, Mapping):
+                if "min" in cond and not (isinstance(have, (int, float)) and have >= cond["min"]):
+                    out.append(f"{name} ≥ {cond['min']} (ran {have})")
+                if "max" in cond and not (isinstance(have, (int, float)) and have <= cond["max"]):
+                    out.append(f"{name} ≤ {cond['max']} (ran {have})")
+                if "in" in cond and have not in cond["in"]:
+                    out.append(f"{name} in {cond['in']} (ran {have})")
+            elif have != cond:
+                out.append(f"{name} = {cond} (ran {have})")
+        return out
+
+    def text(self) -> str:
+        if self.open:
+            return "any scale"
+        parts = []
+        if self.data:
+            parts.append(" or ".join(self.data))
+        if self.full_data:
+            parts.append("full data")
+        for k, c in self.params.items():
+            if isinstance(c, Mapping):
+                ops = {"min": "≥", "max": "≤", "in": "in"}
+                parts += [f"{k} {ops[op]} {c[op]}" for op in ops if op in c]
+            else:
+                parts.append(f"{k} = {c}")
+        return ", ".join(parts) + (f" ({self.note})" if self.note else "")
 
 
 @dataclass(frozen=True)
@@ -43,66 +131,125 @@ class Claim:
     text: str
     source: str
     published: Any
-    kind: str
-    tolerance: float | None = None
-    unit: str = ""
-    scale: str = "any"  # "paper": only comparable when the paper's own setting ran
+    rule: Rule | None
+    source_kind: str = "primary"
+    scale: ScaleGate = field(default_factory=ScaleGate)
+    modelled: Mapping[str, Any] | None = None
+    revisions: tuple[Mapping[str, Any], ...] = ()
     note: str = ""
+    not_run: str = ""
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def transcribed(self) -> bool:
         return not (isinstance(self.published, str) and self.published.strip() == NOT_TRANSCRIBED)
 
+    @property
+    def kind(self) -> str:
+        return self.rule.kind if self.rule else "none"
+
     def published_text(self) -> str:
         if not self.transcribed:
             return NOT_TRANSCRIBED
-        if self.kind == "range":
+        if isinstance(self.published, list):
             lo, hi = self.published
-            return f"{lo:g}–{hi:g}{self.unit}"
+            return f"{lo:g}–{hi:g}"
         if isinstance(self.published, (int, float)):
-            return f"{self.published:g}{self.unit}"
+            return f"{self.published:g}"
         return str(self.published)
 
+    def rule_text(self) -> str:
+        if self.rule is None:
+            return "—"
+        return self.rule.describe(self.published if self.transcribed else "published")
 
-@dataclass
-class Measurement:
-    """Our side of one claim, computed by the build."""
-
-    value: float | None = None
-    holds: bool | str | None = None  # for kind=check: True, False or "partly"
-    evidence: str = ""
-    comparable: bool = True  # False when this run's scale cannot speak to the claim
-    unit: str = ""
-    not_run: str = ""  # why this build could not measure the claim at all (e.g. the data is absent)
-
-    def text(self) -> str:
-        parts = []
-        if self.value is not None:
-            parts.append(f"{self.value:.4g}{self.unit}")
-        if self.evidence:
-            parts.append(self.evidence)
-        return "; ".join(parts) if parts else "—"
+    def fingerprint(self) -> str:
+        """Hash of what pre-registration freezes: rule, scale gate, published value, model flag, not_run."""
+        frozen = {k: self.spec.get(k) for k in ("rule", "scale", "published", "modelled", "not_run")}
+        return hashlib.sha256(json.dumps(frozen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
 class Judgement:
     claim: Claim
-    measurement: Measurement | None
     verdict: str
     reason: str = ""
+    outcome: Outcome | None = None
+    quantities: dict[str, Quantity] = field(default_factory=dict)
+
+    @property
+    def ours(self) -> str:
+        if self.outcome is not None:
+            return self.outcome.ours
+        if self.quantities:
+            return "; ".join(q.text() for q in self.quantities.values())
+        return "—"
+
+    @property
+    def n_text(self) -> str:
+        if self.outcome is None:
+            return "—"
+        if self.outcome.method in ("1 run", "exact"):
+            return self.outcome.method
+        return f"n={self.outcome.n}"
 
     def as_dict(self) -> dict[str, Any]:
-        m = self.measurement
+        c = self.claim
         return {
-            "claim": self.claim.id,
-            "text": self.claim.text,
-            "source": self.claim.source,
-            "published": self.claim.published_text(),
-            "ours": m.text() if m else "—",
-            "value": m.value if m else None,
+            "claim": c.id,
+            "text": c.text,
+            "source": c.source,
+            "source_kind": c.source_kind,
+            "published": c.published_text(),
+            "rule": c.rule_text(),
+            "scale_gate": c.scale.text(),
+            "ours": self.ours,
+            "n": self.n_text,
             "verdict": self.verdict,
             "reason": self.reason,
+            "possible": sorted(self.outcome.possible) if self.outcome else [],
+            "revisions": [dict(r) for r in c.revisions],
+            "section": c.spec.get("section", ""),
         }
+
+
+def _parse_claim(c: Mapping[str, Any], where: str) -> Claim:
+    cid = c.get("id")
+    extra = set(c) - _CLAIM_KEYS
+    if extra:
+        raise ValueError(f"{where}: claim '{cid}' has unknown keys {sorted(extra)} (known: {sorted(_CLAIM_KEYS)})")
+    for key in ("id", "text", "source", "published"):
+        if key not in c:
+            raise ValueError(f"{where}: claim '{cid}' lacks '{key}'")
+    if "rule" not in c:
+        raise ValueError(f"{where}: claim '{cid}' lacks 'rule' (a rule, or null together with 'not_run')")
+    kind = c.get("source_kind", "primary")
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"{where}: claim '{cid}': source_kind must be one of {SOURCE_KINDS}, got {kind!r}")
+    try:
+        rule = parse_rule(c["rule"]) if c["rule"] is not None else None
+    except ValueError as err:
+        raise ValueError(f"{where}: claim '{cid}': {err}") from None
+    if rule is None and not c.get("not_run"):
+        raise ValueError(f"{where}: claim '{cid}': a claim without a rule must say why in 'not_run'")
+    published = c["published"]
+    transcribed = not (isinstance(published, str) and published.strip() == NOT_TRANSCRIBED)
+    if rule is not None and rule.kind == "value" and transcribed:
+        if not isinstance(published, (int, float)) or getattr(rule, "tol", None) is None:
+            raise ValueError(f"{where}: claim '{cid}': a value rule needs a numeric 'published' and a 'tolerance'")
+    if rule is not None and rule.kind == "range" and transcribed and not (isinstance(published, list) and len(published) == 2):
+        raise ValueError(f"{where}: claim '{cid}': a range rule needs published: [low, high]")
+    revisions = tuple(c.get("revisions") or ())
+    for r in revisions:
+        if not isinstance(r, Mapping) or not {"date", "change", "reason"} <= set(r):
+            raise ValueError(f"{where}: claim '{cid}': each revision needs date, change and reason; got {r!r}")
+    modelled = c.get("modelled")
+    if modelled is not None and not (isinstance(modelled, Mapping) and "constants" in modelled):
+        raise ValueError(f"{where}: claim '{cid}': 'modelled' needs at least 'constants' (what was assumed)")
+    return Claim(id=cid, text=str(c["text"]).strip(), source=c["source"], published=published, rule=rule,
+                 source_kind=kind, scale=ScaleGate.parse(c.get("scale"), f"{where}: claim '{cid}'"),
+                 modelled=modelled, revisions=revisions, note=str(c.get("note", "")), not_run=str(c.get("not_run", "")),
+                 spec=dict(c))
 
 
 @dataclass
@@ -118,25 +265,10 @@ class PaperClaims:
             d = yaml.safe_load(fh)
         claims, seen = [], set()
         for c in d.get("claims") or []:
-            cmp = c.get("compare") or {}
-            kind = cmp.get("kind")
-            if kind not in _KINDS:
-                raise ValueError(f"{path}: claim '{c.get('id')}': compare.kind must be one of {_KINDS}")
-            for key in ("id", "text", "source", "published"):
-                if key not in c:
-                    raise ValueError(f"{path}: claim '{c.get('id')}' lacks '{key}'")
-            if c["id"] in seen:
-                raise ValueError(f"{path}: claim id '{c['id']}' is used twice")
-            seen.add(c["id"])
-            claim = Claim(
-                id=c["id"], text=c["text"].strip(), source=c["source"], published=c["published"], kind=kind,
-                tolerance=cmp.get("tolerance"), unit=cmp.get("unit", ""), scale=c.get("scale", "any"),
-                note=c.get("note", ""),
-            )
-            if claim.transcribed and kind == "value" and (claim.tolerance is None or not isinstance(claim.published, (int, float))):
-                raise ValueError(f"{path}: claim '{claim.id}': a value claim needs a numeric 'published' and a 'tolerance'")
-            if claim.transcribed and kind == "range" and not (isinstance(claim.published, list) and len(claim.published) == 2):
-                raise ValueError(f"{path}: claim '{claim.id}': a range claim needs published: [low, high]")
+            claim = _parse_claim(c, str(path))
+            if claim.id in seen:
+                raise ValueError(f"{path}: claim id '{claim.id}' is used twice")
+            seen.add(claim.id)
             claims.append(claim)
         return cls(chapter=d["id"], citation=d["citation"], arxiv=d.get("arxiv"), claims=claims)
 
@@ -146,34 +278,105 @@ class PaperClaims:
                 return c
         raise KeyError(f"chapter '{self.chapter}' has no claim '{claim_id}'; claims: {[c.id for c in self.claims]}")
 
+    def quantity_names(self) -> set[str]:
+        return {n for c in self.claims if c.rule for n in c.rule.quantities()} | \
+               {c.modelled["sensitivity"] for c in self.claims if c.modelled and c.modelled.get("sensitivity")}
 
-def judge(claim: Claim, m: Measurement | None, at_paper_scale: bool) -> Judgement:
-    """The verdict for one claim given our measurement (``None``: not measured by this run)."""
-    if m is None:
-        return Judgement(claim, None, NOT_RUN, "this build did not measure it")
-    if m.not_run:
-        return Judgement(claim, m, NOT_RUN, m.not_run)
-    if not m.comparable or (claim.scale == "paper" and not at_paper_scale):
-        return Judgement(claim, m, NOT_COMPARABLE, "the paper's setting did not run here")
-    if claim.kind == "check":
-        if m.holds is None:
-            return Judgement(claim, m, NOT_RUN, "no outcome reported")
-        verdict = {True: REPRODUCED, False: NOT_REPRODUCED, "partly": PARTLY}.get(m.holds)
-        if verdict is None:
-            raise ValueError(f"claim '{claim.id}': holds must be True, False or 'partly', got {m.holds!r}")
-        return Judgement(claim, m, verdict)
-    if not claim.transcribed:
-        return Judgement(claim, m, NOT_COMPARABLE, "published value not transcribed")
-    if m.value is None:
-        return Judgement(claim, m, NOT_RUN, "no value reported")
-    if claim.kind == "value":
-        gap = abs(m.value - float(claim.published))
-        tol = float(claim.tolerance)
-        verdict = REPRODUCED if gap <= tol else PARTLY if gap <= 2 * tol else NOT_REPRODUCED
-        return Judgement(claim, m, verdict, f"gap {gap:.3g}{claim.unit} (tolerance {tol:g}{claim.unit})")
-    lo, hi = (float(x) for x in claim.published)
-    if lo <= m.value <= hi:
-        return Judgement(claim, m, REPRODUCED, "inside the published range")
-    outside = lo - m.value if m.value < lo else m.value - hi
-    verdict = PARTLY if outside <= 0.25 * (hi - lo) else NOT_REPRODUCED
-    return Judgement(claim, m, verdict, f"{outside:.3g}{claim.unit} outside the published range")
+
+_HOLDS_TEXT = {REPRODUCED: "holds under the assumed constants", PARTLY: "partly holds under the assumed constants",
+               NOT_REPRODUCED: "does not hold under the assumed constants",
+               INCONCLUSIVE: "undecided under the assumed constants"}
+
+
+def judge(claim: Claim, quantities: Mapping[str, Quantity], *, unavailable: Mapping[str, str] | None = None,
+          params: Mapping[str, Any] | None = None, data: Sequence[Mapping[str, Any]] = ()) -> Judgement:
+    """The verdict for one claim from a run's quantities, parameters and data records."""
+    unavailable = unavailable or {}
+    params = params or {}
+    if claim.rule is None:
+        return Judgement(claim, NOT_RUN, claim.not_run)
+    names = claim.rule.quantities()
+    used = {n: quantities[n] for n in names if n in quantities}
+    missing = [n for n in names if n not in quantities]
+    if missing:
+        why = "; ".join(unavailable.get(n) or f"this run reported no quantity '{n}'" for n in missing)
+        return Judgement(claim, NOT_RUN, why, quantities=used)
+    gate = claim.scale.failures(params, data)
+    if gate:
+        return Judgement(claim, NOT_COMPARABLE, "outside the claim's scale: " + "; ".join(gate), quantities=used)
+    if claim.rule.kind in _NEEDS_PUBLISHED and not claim.transcribed:
+        return Judgement(claim, NOT_COMPARABLE, "published value not transcribed", quantities=used)
+    outcome = claim.rule.evaluate(quantities, claim.published)
+    if claim.modelled is None:
+        reason = outcome.criterion
+        if outcome.verdict == INCONCLUSIVE:
+            reason = f"the 95 % interval allows {' or '.join(sorted(outcome.possible))}: {outcome.criterion}"
+        return Judgement(claim, outcome.verdict, reason, outcome, used)
+    reason = f"{_HOLDS_TEXT[outcome.verdict]} ({outcome.criterion}); constants: {claim.modelled['constants']}"
+    sens = claim.modelled.get("sensitivity")
+    if sens:
+        if sens in quantities:
+            q = quantities[sens]
+            reason += f"; holds in {q.estimate:.0%} [{q.low:.0%}, {q.high:.0%}] of {q.n} draws of the assumptions"
+        else:
+            reason += "; " + (unavailable.get(sens) or f"sensitivity '{sens}' not reported by this run")
+    if claim.modelled.get("section"):
+        reason += f"; see {claim.modelled['section']}"
+    return Judgement(claim, MODELLED, reason, outcome, used)
+
+
+# --- pre-registration ------------------------------------------------------------------------
+
+LOCK_NAME = "rules.lock"
+
+
+def lock_entries(papers_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{chapter: {claim: {hash, revisions}}}`` for the claims files as they are now."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted(papers_dir.glob("*.yaml")):
+        pc = PaperClaims.load(path)
+        out[pc.chapter] = {c.id: {"hash": c.fingerprint(), "revisions": len(c.revisions)} for c in pc.claims}
+    return out
+
+
+def read_lock(papers_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    path = papers_dir / LOCK_NAME
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def lock_problems(papers_dir: Path) -> list[str]:
+    """Every claim whose registered rule differs from its pin without a recorded revision."""
+    locked, now = read_lock(papers_dir), lock_entries(papers_dir)
+    problems = []
+    for chapter, claims in now.items():
+        for cid, entry in claims.items():
+            pin = (locked.get(chapter) or {}).get(cid)
+            if pin is None:
+                problems.append(f"{chapter}/{cid}: not pinned in {LOCK_NAME} (run `compendium claims lock`)")
+            elif pin["hash"] != entry["hash"]:
+                if entry["revisions"] <= pin["revisions"]:
+                    problems.append(f"{chapter}/{cid}: rule, scale or published value changed without a new entry "
+                                    f"in its 'revisions:' list")
+                else:
+                    problems.append(f"{chapter}/{cid}: revised (revision {entry['revisions']}) but not re-pinned "
+                                    f"(run `compendium claims lock`)")
+            elif pin["revisions"] != entry["revisions"]:
+                problems.append(f"{chapter}/{cid}: revisions list changed but the rule did not; re-pin it")
+    return problems
+
+
+def write_lock(papers_dir: Path) -> list[str]:
+    """Re-pin the claims, refusing any claim whose rule changed without a new revision.
+
+    Returns the claims that were (re-)pinned."""
+    locked, now = read_lock(papers_dir), lock_entries(papers_dir)
+    refused = [p for p in lock_problems(papers_dir) if "without a new entry" in p]
+    if refused:
+        raise ValueError("refusing to re-pin rules changed without a revision:\n  " + "\n  ".join(refused))
+    changed = [f"{ch}/{cid}" for ch, cl in now.items() for cid, e in cl.items() if (locked.get(ch) or {}).get(cid) != e]
+    header = ("# Pre-registration pins: a hash of each claim's rule, scale gate, published value and model flag,\n"
+              "# with its number of revisions. Written by `compendium claims lock`; checked by the tests.\n")
+    (papers_dir / LOCK_NAME).write_text(header + yaml.safe_dump(now, sort_keys=True), encoding="utf-8")
+    return changed

@@ -1,7 +1,11 @@
-"""The chapter report: what a notebook computed, judged against the paper's claims.
+"""The chapter report: what a notebook measured, judged against the paper's claims.
 
-A chapter creates one :class:`ChapterReport`, feeds it numbers and measurements as the
+A chapter creates one :class:`ChapterReport`, feeds it numbers (for the prose) and named
+*quantities* (for the claims: a value, per-seed samples, or a rate with its trials) as the
 computation goes, shows :meth:`ChapterReport.claims_table`, and calls :meth:`save` last.
+The chapter never decides a verdict: :func:`compendium.book.claims.judge` does, from the
+rules declared in ``data/papers/<chapter>.yaml``, the quantities' 95 % intervals, the
+run's parameters (the scale gates) and the data records.
 When the chapter runs under ``compendium run``, ``save`` writes the numbers, verdicts and
 data provenance to the runner's temporary record, which the runner completes (timings,
 environment) and moves into ``results/<chapter>.json`` only if the whole notebook
@@ -17,9 +21,10 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from compendium.book.claims import Judgement, Measurement, PaperClaims, judge
+from compendium.book.claims import Judgement, PaperClaims, judge
+from compendium.book.quantities import Quantity
 from compendium.project import Project
 
 RECORD_ENV = "COMPENDIUM_RECORD"
@@ -57,19 +62,19 @@ def _plain(value: Any) -> Any:
 
 
 class ChapterReport:
-    """Numbers, claim measurements and data provenance of one chapter run."""
+    """Numbers, measured quantities and data provenance of one chapter run."""
 
-    def __init__(self, chapter: str, parameters: Mapping[str, Any], *, paper_scale: bool = False,
-                 scale: str = "", project: Project | None = None):
+    def __init__(self, chapter: str, parameters: Mapping[str, Any], *, scale: str = "",
+                 project: Project | None = None):
         self.chapter = chapter
         self.parameters = dict(parameters)
         self.project = project or Project.discover()
         self.claims = PaperClaims.load(self.project.claims_file(chapter))
-        self.paper_scale = paper_scale
         self.scale = scale
         self.profile = os.environ.get(PROFILE_ENV, "custom (not run by `compendium run`)")
         self.numbers: dict[str, Any] = {}
-        self.measurements: dict[str, Measurement] = {}
+        self.quantities: dict[str, Quantity] = {}
+        self.unavailable_reasons: dict[str, str] = {}
         self.data: list[dict[str, Any]] = []
 
     # --- feeding ---------------------------------------------------------------------
@@ -81,20 +86,48 @@ class ChapterReport:
             _glue(name, _python_scalar(value))
         return value
 
-    def measure(self, claim_id: str, *, value: float | None = None, holds: bool | str | None = None,
-                evidence: str = "", comparable: bool = True, unit: str | None = None) -> Measurement:
-        claim = self.claims.claim(claim_id)  # raises on a typo
-        m = Measurement(value=None if value is None else float(value), holds=holds, evidence=evidence,
-                        comparable=comparable, unit=claim.unit if unit is None else unit)
-        self.measurements[claim_id] = m
-        return m
+    def add(self, *quantities: Quantity) -> None:
+        """Record quantities built elsewhere (e.g. by an experiment function of the package)."""
+        for q in quantities:
+            if not isinstance(q, Quantity):
+                raise TypeError(f"report.add takes Quantity objects, got {q!r}")
+            self.quantities[q.name] = q
+            self.unavailable_reasons.pop(q.name, None)
 
-    def not_run(self, claim_id: str, reason: str) -> Measurement:
-        """Say why this build cannot measure a claim (shown as "not run here" with the reason)."""
-        self.claims.claim(claim_id)
-        m = Measurement(not_run=reason)
-        self.measurements[claim_id] = m
-        return m
+    def measure(self, name: str, value: float | None = None, *, samples: Iterable[float] | None = None,
+                exact: bool = False, unit: str = "") -> Quantity:
+        """A quantity for the claims: one run's ``value`` (``exact=True`` for deterministic results,
+        e.g. an equation check or a model output), or the per-replicate ``samples`` (t-interval)."""
+        if (value is None) == (samples is None):
+            raise ValueError(f"measure('{name}'): give exactly one of value or samples")
+        if samples is not None:
+            q = Quantity.from_samples(name, [float(_python_scalar(v)) for v in samples], unit)
+        elif exact:
+            q = Quantity.exact(name, float(_python_scalar(value)), unit)
+        else:
+            q = Quantity.single(name, float(_python_scalar(value)), unit)
+        self.add(q)
+        return q
+
+    def measure_rate(self, name: str, successes: float, trials: int) -> Quantity:
+        """A proportion of independent trials (attacked samples, replicates, draws), Wilson interval."""
+        q = Quantity.rate(name, float(_python_scalar(successes)), int(_python_scalar(trials)))
+        self.add(q)
+        return q
+
+    def measure_bootstrap(self, name: str, samples: Iterable[float],
+                          statistic: Callable[[Any], float] | None = None, unit: str = "") -> Quantity:
+        """A statistic (default: the median) of i.i.d. samples with a percentile-bootstrap interval."""
+        import numpy as np
+
+        q = Quantity.bootstrap(name, [float(v) for v in samples], statistic or np.median, unit)
+        self.add(q)
+        return q
+
+    def unavailable(self, name: str, reason: str) -> None:
+        """Say why this build could not measure a quantity (its claims read "not run here")."""
+        self.quantities.pop(name, None)
+        self.unavailable_reasons[name] = reason
 
     def uses(self, info: Any) -> None:
         """Record which data ran (a :class:`compendium.datasets.DataInfo` or a dict)."""
@@ -102,15 +135,21 @@ class ChapterReport:
 
     # --- reading ---------------------------------------------------------------------
     def judgements(self) -> list[Judgement]:
-        return [judge(c, self.measurements.get(c.id), self.paper_scale) for c in self.claims.claims]
+        return [judge(c, self.quantities, unavailable=self.unavailable_reasons, params=self.parameters, data=self.data)
+                for c in self.claims.claims]
 
     def claims_table(self):
-        """The paper-vs-ours table (a pandas DataFrame) with one verdict per claim."""
+        """The paper-vs-ours table (a pandas DataFrame): one verdict per claim, decided by the engine."""
         import pandas as pd
 
-        rows = [j.as_dict() for j in self.judgements()]
-        df = pd.DataFrame(rows, columns=["claim", "text", "source", "published", "ours", "verdict", "reason"])
-        return df.rename(columns={"text": "the paper says", "ours": f"ours ({self.scale or 'this run'})"})
+        rows = []
+        for j in self.judgements():
+            d = j.as_dict()
+            src = d["source"] + ("" if d["source_kind"] == "primary" else f" [{d['source_kind']}]")
+            rows.append({"claim": d["claim"], "the paper says": d["text"], "published (source)": f"{d['published']} ({src})",
+                         "rule": d["rule"], f"ours ({self.scale or 'this run'})": d["ours"], "n": d["n"],
+                         "verdict": d["verdict"], "reason": d["reason"]})
+        return pd.DataFrame(rows)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,9 +158,10 @@ class ChapterReport:
             "arxiv": self.claims.arxiv,
             "profile": self.profile,
             "scale": self.scale,
-            "paper_scale": self.paper_scale,
             "parameters": _plain(self.parameters),
             "numbers": self.numbers,
+            "quantities": {k: _plain(q.as_dict()) for k, q in self.quantities.items()},
+            "unavailable": dict(self.unavailable_reasons),
             "claims": [_plain(j.as_dict()) for j in self.judgements()],
             "data": self.data,
         }

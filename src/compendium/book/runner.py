@@ -101,6 +101,7 @@ def run_chapter(project: Project, chapter: str, profile: str = "default",
         pm.execute_notebook(str(project.notebook(chapter)), str(tmp_nb), parameters=params, kernel_name="python3",
                             cwd=str(project.notebooks_dir), progress_bar=False, log_output=False)
     except Exception as err:  # papermill's own error carries the cell; anything else (kernel death) too
+        _mark_failed(project, chapter, profile, params, err)
         failed = project.build_dir / "failed" / f"{chapter}.ipynb"
         if tmp_nb.exists():
             os.replace(tmp_nb, failed)
@@ -134,9 +135,52 @@ def run_chapter(project: Project, chapter: str, profile: str = "default",
     tmp_rec.write_text(json.dumps(record, indent=2), encoding="utf-8")
     os.replace(tmp_nb, final_nb)
     os.replace(tmp_rec, final_rec)
+    failure_marker(project, chapter).unlink(missing_ok=True)
     log(f"[run] {chapter}: done in {finished - started:.1f} s → {final_nb.relative_to(project.output_root)}, "
         f"{final_rec.relative_to(project.output_root)}")
     return RunOutcome(chapter, record, final_nb, final_rec)
+
+
+def failure_marker(project: Project, chapter: str) -> Path:
+    """``results/<chapter>.failed.json``: present while the chapter's latest run failed."""
+    return project.results_dir / f"{chapter}.failed.json"
+
+
+def _mark_failed(project: Project, chapter: str, profile: str, params: Mapping[str, Any], err: BaseException) -> None:
+    detail = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+    marker = {"chapter": chapter, "profile": profile, "parameters": dict(params), "error": detail.splitlines()[0][:500],
+              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    failure_marker(project, chapter).write_text(json.dumps(marker, indent=2, default=str), encoding="utf-8")
+
+
+def stale_reasons(project: Project, chapter: str) -> list[str]:
+    """Why the published outputs of a chapter may not match its current sources (empty: current).
+
+    A record is stale when its inputs (notebook, claims, package, parameters, data) differ
+    from the current sources, when a later run of the chapter failed, or when it ran from
+    uncommitted code."""
+    rec = last_record(project, chapter)
+    if rec is None:
+        return ["never run"]
+    reasons = []
+    marker = failure_marker(project, chapter)
+    if marker.is_file():
+        try:
+            m = json.loads(marker.read_text(encoding="utf-8"))
+            reasons.append(f"its latest run failed ({m.get('at')}, profile {m.get('profile')}: {m.get('error')}); "
+                           "these are the outputs of the run before")
+        except json.JSONDecodeError:
+            reasons.append("its latest run failed; these are the outputs of the run before")
+    try:
+        spec = load_spec(project, chapter)
+        now = inputs_fingerprint(project, spec, rec.get("profile", ""), rec.get("parameters") or {})
+        if now != rec.get("inputs_hash"):
+            reasons.append("its sources (notebook, claims, package, parameters or data) changed since this record")
+    except (KeyError, OSError, ValueError) as err:
+        reasons.append(f"its sources cannot be checked ({err})")
+    if ((rec.get("environment") or {}).get("git") or {}).get("dirty"):
+        reasons.append("it ran from uncommitted code")
+    return reasons
 
 
 def is_stale(project: Project, chapter: str, profile: str) -> bool:
