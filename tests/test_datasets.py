@@ -156,3 +156,51 @@ def test_omniglot_small_merges_both_subsets_by_character():
     assert info.substitute and "small" in info.description
     with pytest.raises(ValueError):
         load_omniglot_small(size=4)
+
+
+def _write_idx(path, array):
+    """An IDX file (gzip) as MNIST ships them: magic 0x0000 08 ndim, big-endian dims, uint8 data."""
+    import gzip
+
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reader_on_synthetic_idx_files(tmp_path):
+    """The loader reads the registry's layout with the shared IDX reader, scales to [0, 1],
+    subsamples with a seed, and says what ran."""
+    from compendium.datasets import load_fashion_mnist
+
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (30, 28, 28)), "train-labels-idx1-ubyte.gz": np.arange(30) % 10,
+              "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28)), "t10k-labels-idx1-ubyte.gz": np.arange(20) % 10}
+    entries = {"fashion-mnist": {"title": "F", "files": []}}
+    for name, a in arrays.items():
+        p = tmp_path / "mirror" / "fashion-mnist" / "raw" / name
+        _write_idx(p, a)
+        entries["fashion-mnist"]["files"].append({"path": f"fashion-mnist/raw/{name}",
+                                                  "sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
+    reg = Registry(Registry.parse(entries), cache_dir=tmp_path / "cache", mirror_dir=tmp_path / "mirror", offline=True)
+    (xtr, ytr), (xte, yte), info = load_fashion_mnist(registry=reg)
+    assert xtr.shape == (30, 1, 28, 28) and xte.shape == (20, 1, 28, 28) and xtr.dtype == torch.float32
+    assert np.allclose(xtr[:, 0].numpy() * 255, arrays["train-images-idx3-ubyte.gz"])
+    assert ytr.tolist() == (np.arange(30) % 10).tolist() and not info.substitute and info.name == "fashion-mnist"
+    (small, _), _, info = load_fashion_mnist(10, 5, registry=reg, seed=1)
+    assert len(small) == 10 and "subsampled" in info.description
+
+
+@pytest.mark.skipif(not mirror_has("fashion-mnist/raw/train-images-idx3-ubyte.gz", "fashion-mnist/raw/t10k-labels-idx1-ubyte.gz"),
+                    reason="needs the Fashion-MNIST files")
+def test_fashion_mnist_official_sizes_and_balanced_classes():
+    from compendium.datasets import FASHION_CLASSES, load_fashion_mnist, load_images
+
+    (xtr, ytr), (xte, yte), info = load_fashion_mnist()
+    assert xtr.shape == (60000, 1, 28, 28) and xte.shape == (10000, 1, 28, 28)
+    assert torch.bincount(ytr).tolist() == [6000] * 10 and torch.bincount(yte).tolist() == [1000] * 10
+    assert len(FASHION_CLASSES) == 10 and "official split" in info.description
+    # `auto` falls back to Fashion-MNIST when CIFAR-10 is absent, and says it is a stand-in
+    _, (x, _), info = load_images("auto", 100, 100, fallback="fashion-mnist")
+    if info.name == "fashion-mnist":
+        assert info.substitute and "CIFAR-10 did not resolve" in info.description

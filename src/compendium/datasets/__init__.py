@@ -17,7 +17,8 @@ import numpy as np
 
 from compendium.datasets.registry import DataMissing, Registry, Resolved, copy_to
 
-__all__ = ["DataInfo", "DataMissing", "Registry", "load_mnist", "load_cifar10", "load_planetoid", "MNIST_RESPLIT"]
+__all__ = ["DataInfo", "DataMissing", "Registry", "load_mnist", "load_fashion_mnist", "load_cifar10", "load_images",
+           "load_planetoid", "MNIST_RESPLIT"]
 
 # The declared offline substitute for the missing MNIST training images: the 10k test
 # images split once, with this fixed seed, into 8,000 training and 2,000 test images.
@@ -56,6 +57,19 @@ def _subsample(n_total: int, n: int | None, rng: np.random.Generator) -> np.ndar
     return np.sort(rng.choice(n_total, size=n, replace=False))
 
 
+def _idx_tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray):
+    """uint8 IDX images ``[N, 28, 28]`` and labels to ``float32 [n, 1, 28, 28]`` in [0, 1] and ``int64 [n]``."""
+    import torch
+
+    return (torch.from_numpy(x[idx].astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y[idx].astype(np.int64)))
+
+
+def _subsample_note(desc: str, itr: np.ndarray, ite: np.ndarray, n_tr: int, n_te: int, seed: int) -> str:
+    if len(itr) < n_tr or len(ite) < n_te:
+        desc += f"; subsampled to {len(itr):,} train / {len(ite):,} test (seed {seed})"
+    return desc
+
+
 def load_mnist(n_train: int | None = None, n_test: int | None = None, *, split: str = "auto",
                seed: int = 0, registry: Registry | None = None):
     """MNIST as ``(train, test, info)``; ``train``/``test`` are ``(images, labels)`` tensors,
@@ -66,8 +80,6 @@ def load_mnist(n_train: int | None = None, n_test: int | None = None, *, split: 
     full split when its files resolve and the re-split otherwise. ``n_train``/``n_test``
     subsample (with ``seed``) for quick runs; the info says so.
     """
-    import torch
-
     if split not in ("auto", "full", "resplit"):
         raise ValueError(f"split must be 'auto', 'full' or 'resplit', got {split!r}")
     reg = registry or Registry.default()
@@ -94,15 +106,33 @@ def load_mnist(n_train: int | None = None, n_test: int | None = None, *, split: 
         substitute = True
     rng = np.random.default_rng(seed)
     itr, ite = _subsample(len(xtr), n_train, rng), _subsample(len(xte), n_test, rng)
-    if len(itr) < len(xtr) or len(ite) < len(xte):
-        desc += f"; subsampled to {len(itr):,} train / {len(ite):,} test (seed {seed})"
+    desc = _subsample_note(desc, itr, ite, len(xtr), len(xte), seed)
     files = [r.as_dict() for r in (*test_files.values(), *train_files.values())]
-
-    def tensors(x, y, idx):
-        return (torch.from_numpy(x[idx].astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y[idx].astype(np.int64)))
-
     info = DataInfo("mnist", desc, files, len(itr), len(ite), substitute)
-    return tensors(xtr, ytr, itr), tensors(xte, yte, ite), info
+    return _idx_tensors(xtr, ytr, itr), _idx_tensors(xte, yte, ite), info
+
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+def load_fashion_mnist(n_train: int | None = None, n_test: int | None = None, *, seed: int = 0,
+                       registry: Registry | None = None):
+    """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017; 60,000 / 10,000 greyscale 28×28 article
+    images in 10 balanced classes, :data:`FASHION_CLASSES`) as ``(train, test, info)``, in
+    the same tensor layout as :func:`load_mnist` and read by the same IDX reader.
+    ``n_train``/``n_test`` subsample (with ``seed``); the info says so."""
+    reg = registry or Registry.default()
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+    files = reg.resolve("fashion-mnist", list(names))
+    xtr, ytr, xte, yte = (_read_idx(files[n].location) for n in names)
+    rng = np.random.default_rng(seed)
+    itr, ite = _subsample(len(xtr), n_train, rng), _subsample(len(xte), n_test, rng)
+    desc = _subsample_note(f"Fashion-MNIST, official split ({len(xtr):,} train / {len(xte):,} test)",
+                           itr, ite, len(xtr), len(xte), seed)
+    info = DataInfo("fashion-mnist", desc, [r.as_dict() for r in files.values()], len(itr), len(ite))
+    return _idx_tensors(xtr, ytr, itr), _idx_tensors(xte, yte, ite), info
 
 
 _PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -171,12 +201,16 @@ def load_cifar10(n_train: int | None = None, n_test: int | None = None, *, seed:
 
 
 def load_images(dataset: str, n_train: int | None = None, n_test: int | None = None, *, seed: int = 0,
-                registry: Registry | None = None):
-    """``dataset`` = ``"cifar10"``, ``"mnist"`` or ``"auto"`` (CIFAR-10 when its archive
-    resolves, else MNIST with its offline fallback). Returns ``(train, test, info)``; the info
-    says which ran and, for ``auto``, why."""
-    if dataset not in ("auto", "mnist", "cifar10"):
-        raise ValueError(f"dataset must be 'auto', 'mnist' or 'cifar10', got {dataset!r}")
+                registry: Registry | None = None, fallback: str = "mnist"):
+    """``dataset`` = ``"cifar10"``, ``"mnist"``, ``"fashion-mnist"`` or ``"auto"`` (CIFAR-10 when
+    its archive resolves, else ``fallback``: ``"mnist"`` or ``"fashion-mnist"``, the harder
+    offline stand-in). Returns ``(train, test, info)``; the info says which ran and, for
+    ``auto``, why (and marks the stand-in as a substitute)."""
+    loaders = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+    if dataset not in ("auto", "cifar10", *loaders):
+        raise ValueError(f"dataset must be 'auto', 'cifar10', 'mnist' or 'fashion-mnist', got {dataset!r}")
+    if fallback not in loaders:
+        raise ValueError(f"fallback must be 'mnist' or 'fashion-mnist', got {fallback!r}")
     reg = registry or Registry.default()
     if dataset in ("auto", "cifar10"):
         try:
@@ -184,7 +218,8 @@ def load_images(dataset: str, n_train: int | None = None, n_test: int | None = N
         except DataMissing:
             if dataset == "cifar10":
                 raise
-    train, test, info = load_mnist(n_train, n_test, seed=seed, registry=reg)
+    name = fallback if dataset == "auto" else dataset
+    train, test, info = loaders[name](n_train, n_test, seed=seed, registry=reg)
     if dataset == "auto":
         info.description = "CIFAR-10 did not resolve, so: " + info.description
         info.substitute = True
