@@ -83,3 +83,32 @@ def test_device_choice():
             resolve_device("cuda")
     with pytest.raises(ValueError):
         resolve_device("tpu")
+
+
+def test_compare_tuned_gives_every_variant_the_same_trials_and_selects_on_validation():
+    """Each variant gets the same learning-rate trials, chosen on a validation split; the final
+    runs are per seed, deterministic, and a variant that cannot learn at one rate still gets
+    its best rate."""
+    import torch
+    from torch import nn
+
+    from compendium.learning import compare_tuned, validation_split
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(240, 6, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    train, test = (x[:200], y[:200]), (x[200:], y[200:])
+    builders = {"linear": lambda: nn.Linear(6, 2), "mlp": lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))}
+    probes = lambda m, ep: {"weight_norm": float(sum(p.norm() for p in m.parameters()))}
+    kw = dict(lrs=[1e-6, 0.05], tune_epochs=2, epochs=3, seeds=[0, 1], batch_size=32, probe=probes, show_progress=False)
+    a = compare_tuned(builders, train, test, **kw)
+    b = compare_tuned(builders, train, test, **kw)
+    assert len(a.trials) == 4 and {t["variant"] for t in a.trials} == {"linear", "mlp"}
+    assert a.chosen == {"linear": 0.05, "mlp": 0.05}  # 1e-6 cannot learn in 2 epochs
+    assert [r.test_correct for r in a.runs] == [r.test_correct for r in b.runs]
+    assert len(a.test_acc_samples("linear")) == 2 and all(0.8 < v <= 1 for v in a.test_acc_samples("linear"))
+    assert [p["epoch"] for p in a.runs[0].probes] == [0, 1, 2, 3]
+    assert "2 learning-rate trials" in a.budget_text() and a.summary().loc["mlp", "seeds"] == 2
+    (tr, va) = validation_split(train, 0.25, seed=3)
+    assert len(tr[0]) == 150 and len(va[0]) == 50
+    assert not set(map(tuple, tr[0].tolist())) & set(map(tuple, va[0].tolist()))
