@@ -88,6 +88,9 @@ class TunedComparison:
 
     def budget_text(self) -> str:
         b = self.budget
+        if len(b["lrs"]) == 1:
+            return (f"each variant: learning rate {b['lrs'][0]:g} (no tuning trials); "
+                    f"{len(b['seeds'])} seed(s) × {b['epochs']} epoch(s)")
         return (f"each variant: {len(b['lrs'])} learning-rate trials ({', '.join(f'{lr:g}' for lr in b['lrs'])}) of "
                 f"{b['tune_epochs']} epoch(s), selected on a {b['val_fraction']:.0%} validation split of the training "
                 f"data; then {len(b['seeds'])} seed(s) × {b['epochs']} epoch(s) at the chosen rate")
@@ -105,7 +108,8 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
     the seed is set, so initialisation follows the seed). Tuning trains each variant once per
     learning rate in ``lrs`` for ``tune_epochs`` on the training part of a
     ``val_fraction`` split (seed ``split_seed``, first of ``seeds``) and keeps the rate with
-    the best validation accuracy (ties: the smaller rate). The final runs train on the whole
+    the best validation accuracy (ties: the smaller rate); a single rate is used as given,
+    without trials. The final runs train on the whole
     training set for ``epochs`` and are evaluated on ``test``. ``probe(model, epoch)``, if
     given, is called on each final run before training (epoch 0) and after every epoch;
     ``test_each_epoch`` records the test accuracy of the final runs after every epoch (for
@@ -116,6 +120,9 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
     fit_train, val = validation_split(train, val_fraction, split_seed)
     trials, chosen = [], {}
     for variant, build in builders.items():
+        if len(lrs) == 1:  # nothing to choose: no trial is spent
+            chosen[variant] = float(lrs[0])
+            continue
         best: tuple[float, float] | None = None
         for lr in sorted(lrs):
             torch.manual_seed(seeds[0])

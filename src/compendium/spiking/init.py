@@ -1,0 +1,90 @@
+"""Initialisation under which an un-normalised spiking network can learn, and the check that it fires.
+
+A spiking net whose pre-activations never reach the threshold emits no spikes, no neuron sits
+inside the surrogate window, and its gradient is exactly zero: it cannot learn for a trivial
+reason. PyTorch's default convolution initialisation (uniform with bound ``1/sqrt(fan_in)``)
+gives pre-activations far below a threshold of 0.5 after a few layers, so a deep spiking
+ResNet *without* normalisation trained from it is a crippled baseline, not a test of
+normalisation. :func:`threshold_scaled_init` is the data-dependent, layer-sequential
+unit-variance initialisation of Mishkin & Matas (LSUV, ICLR 2016) with the target set to the
+firing threshold: each weight layer, in forward order, is rescaled so that its output on a
+batch of training inputs has standard deviation ``gain · V_th``. A normalised layer after it
+makes the rescaling irrelevant to the forward pass (BN and tdBN are invariant to the scale of
+their input) but not to training: Adam's steps are absolute, so rescaled weights change the
+effective learning rate. Chapters therefore apply it to the un-normalised variant only, and
+initialise normalised variants the standard way their authors did.
+
+Both functions run the model in training mode (batch statistics, as during training) and
+restore every buffer afterwards, so BN running statistics are left as they were.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+
+@contextmanager
+def frozen_buffers(model: nn.Module) -> Iterator[None]:
+    """Run a block in training mode (batch statistics) and restore every buffer (BN running stats) after."""
+    saved = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for k, v in model.named_buffers():
+            v.copy_(saved[k])
+
+
+def _weight_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@torch.no_grad()
+def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: float = 1.0,
+                          iterations: int = 2) -> list[float]:
+    """Rescale every conv/linear weight, in forward order, so its output std on ``x`` is ``gain·threshold``.
+
+    Returns the final output std of each layer (for the chapter's record). The last layer (the
+    classifier) is left as it is: it feeds no neuron."""
+    layers = _weight_layers(model)[:-1]
+    stds: list[float] = []
+    with frozen_buffers(model):
+        for layer in layers:
+            out: list[Tensor] = []
+            h = layer.register_forward_hook(lambda _m, _i, o: out.append(o))
+            try:
+                for _ in range(iterations):
+                    out.clear()
+                    model(x)
+                    s = float(out[0].std())
+                    if s > 0:
+                        layer.weight.mul_(gain * threshold / s)
+                out.clear()
+                model(x)
+                stds.append(float(out[0].std()))
+            finally:
+                h.remove()
+    return stds
+
+
+@torch.no_grad()
+def firing_rates(model: nn.Module, x: Tensor) -> list[float]:
+    """Mean firing rate of every LIF layer of ``model`` on ``x`` (forward order), as in training."""
+    from compendium.spiking.neuron import LIF
+
+    rates: list[float] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: rates.append(float(o.float().mean())))
+             for m in model.modules() if isinstance(m, LIF)]
+    try:
+        with frozen_buffers(model):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rates
