@@ -145,3 +145,16 @@ def test_notebook_contains_no_verdict_logic(chapter):
 def test_scoreboard_lists_unrun_chapters_honestly(scratch_project):
     md = scoreboard_markdown(scratch_project, ["primer"])
     assert "has not been run by this build" in md
+
+
+def test_modelled_claim_with_replicates_can_be_undecided(tmp_path):
+    c = _claim(tmp_path, "  - {id: a, text: t, source: s, published: q, rule: {kind: threshold, quantity: r, below: 1.0},\n"
+                         "     modelled: {constants: Horowitz 45 nm energies}}\n")
+    j = judge(c, {"r": Quantity.from_samples("r", [0.8, 1.2])})
+    assert j.verdict == INCONCLUSIVE and j.reason.startswith("undecided under the assumed constants")
+
+
+def test_repeated_missing_reasons_are_said_once(tmp_path):
+    c = _claim(tmp_path, "  - {id: a, text: t, source: s, published: q, rule: {kind: ordering, better: x, worse: y}}\n")
+    j = judge(c, {}, unavailable={"x": "CiteSeer is not in this run", "y": "CiteSeer is not in this run"})
+    assert j.reason == "CiteSeer is not in this run"

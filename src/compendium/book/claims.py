@@ -299,7 +299,7 @@ def judge(claim: Claim, quantities: Mapping[str, Quantity], *, unavailable: Mapp
     used = {n: quantities[n] for n in names if n in quantities}
     missing = [n for n in names if n not in quantities]
     if missing:
-        why = "; ".join(unavailable.get(n) or f"this run reported no quantity '{n}'" for n in missing)
+        why = "; ".join(dict.fromkeys(unavailable.get(n) or f"this run reported no quantity '{n}'" for n in missing))
         return Judgement(claim, NOT_RUN, why, quantities=used)
     gate = claim.scale.failures(params, data)
     if gate:
@@ -322,7 +322,9 @@ def judge(claim: Claim, quantities: Mapping[str, Quantity], *, unavailable: Mapp
             reason += "; " + (unavailable.get(sens) or f"sensitivity '{sens}' not reported by this run")
     if claim.modelled.get("section"):
         reason += f"; see {claim.modelled['section']}"
-    return Judgement(claim, MODELLED, reason, outcome, used)
+    # a model output that varies between replicates (seeds) can still be undecided: say so, not "modelled"
+    verdict = INCONCLUSIVE if outcome.verdict == INCONCLUSIVE else MODELLED
+    return Judgement(claim, verdict, reason, outcome, used)
 
 
 # --- pre-registration ------------------------------------------------------------------------
