@@ -98,3 +98,43 @@ def test_node_classifier_trains_through_the_shared_loop():
         hist = fit(clf, (idx[:20], y[:20]), test=(idx[20:], y[20:]), epochs=30, lr=0.05, batch_size=20,
                    eval_batch_size=n, show_progress=False)
         assert hist.last("test_acc") == 1.0
+
+
+def _run(dataset, model, seed, val, test_acc=0.8, ops=None):
+    from compendium.graph.experiment import NodeRun
+    from compendium.learning import History
+
+    hist = History([{"epoch": i + 1, "val_acc": v} for i, v in enumerate(val)])
+    return NodeRun(dataset, model, seed, test_acc, 1, hist, ops, None)
+
+
+def test_convergence_censors_a_model_that_never_reaches_the_level():
+    from compendium.graph.experiment import convergence_quantity, convergence_table
+
+    runs = [_run("cora", "gc-snn+stfn", 0, [0.5, 0.8, 0.8]), _run("cora", "gc-snn", 0, [0.3, 0.4, 0.5]),  # never: STFN first
+            _run("cora", "gc-snn+stfn", 1, [0.5, 0.8, 0.8]), _run("cora", "gc-snn", 1, [0.3, 0.75, 0.8]),  # tie: not first
+            _run("cora", "gc-snn+stfn", 2, [0.2, 0.5, 0.8]), _run("cora", "gc-snn", 2, [0.75, 0.8, 0.8])]  # plain first
+    t = convergence_table(runs)
+    assert t["epochs without"].isna().tolist() == [True, False, False] and t["censored without"].tolist() == [True, False, False]
+    assert t["STFN first"].tolist() == [True, False, False]
+    q = convergence_quantity(t)
+    assert (q.estimate, q.n, q.method) == (pytest.approx(1 / 3), 3, "wilson")
+    assert convergence_quantity(convergence_table(runs[:1])) is None
+
+
+def test_claim_quantities_pair_seeds_and_explain_what_is_missing():
+    from compendium.graph.experiment import accuracy_quantities, claim_unavailable, energy_ratio_quantities
+
+    ops_snn, ops_gcn = {"MAC": 10.0, "AC": 100.0}, {"MAC": 40.0, "AC": 0.0}
+    runs = [_run("cora", "gcn", s, [0.5], 0.80 + s / 100, ops_gcn) for s in (1, 0)] + \
+           [_run("cora", "gc-snn+stfn", s, [0.5], 0.78 + s / 100, {**ops_snn, "AC": 100.0 * (s + 1)}) for s in (0, 1)]
+    acc = {q.name: q for q in accuracy_quantities(runs)}
+    assert acc["acc_cora_gcn"].samples == (0.80, 0.81) and acc["acc_cora_gc_snn_stfn"].samples == (0.78, 0.79)
+    energy = lambda macs, acs: 2 * macs + acs
+    (ratio,) = energy_ratio_quantities(runs, energy)
+    assert ratio.name == "energy_ratio_cora" and ratio.samples == (120 / 80, 220 / 80)
+    why = claim_unavailable(["acc_citeseer_gcn", "acc_cora_gat", "acc_pubmed_gcn", "energy_ratio_citeseer", "stfn_first_rate"],
+                            ["cora"], {"pubmed": "allx missing"}, ["gcn", "gc-snn+stfn"])
+    assert "not in this run's datasets" in why["acc_citeseer_gcn"] and "gat is not in this run's models" in why["acc_cora_gat"]
+    assert why["acc_pubmed_gcn"] == "pubmed: allx missing" and "citeseer" in why["energy_ratio_citeseer"]
+    assert "gc-snn" in why["stfn_first_rate"]

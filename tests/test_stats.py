@@ -6,7 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from compendium.stats.calibration import Design, calibration_fits, exposure, fit, simulate
+from compendium.stats.calibration import (METHODS, Design, average_abs_relative_bias, calibration_fits, exposure,
+                                          fit, replicate_table, simulate, simulation_quantities, simulation_study,
+                                          summarise)
 from compendium.stats.clogit import ConvergenceError, as_sets, fit_clogit, loglike
 from compendium.stats.splines import quantile_knots, rcs_basis
 
@@ -143,3 +145,26 @@ def test_sandwich_agrees_with_a_bootstrap():
     boot_se = np.std(np.stack(boots), axis=0, ddof=1)
     sandwich_se = np.sqrt(np.diag(est.cov_sandwich))
     np.testing.assert_allclose(sandwich_se, boot_se, rtol=0.25)
+
+
+def test_replicate_quantities_agree_with_the_summary_and_carry_intervals():
+    d = _design(n_sets=(60, 60, 60, 60), n_cal=(0, 15, 15, 15))
+    sim = simulation_study(d, 8, seed=3)
+    table = replicate_table(sim, d)
+    assert len(table) == 8 * len(METHODS) and list(table.method.unique()) == list(METHODS)
+    assert all((table[table.method == m].seed.to_numpy() == sorted(set(sim.seed))).all() for m in METHODS)
+    # relative error per replicate, by hand for one row
+    row, raw = table.iloc[0], sim[(sim.method == table.method[0]) & (sim.seed == table.seed[0])].iloc[0]
+    assert row.rel_bias_0 == pytest.approx((raw.beta[0] - d.beta[0]) / abs(d.beta[0]))
+    summary = summarise(sim, d)
+    qs = {q.name: q for q in simulation_quantities(table, "s")}
+    for m in METHODS:
+        bias, cover, gap = qs[f"bias_s_{m}"], qs[f"cover_s_{m}"], qs[f"covgap_s_{m}"]
+        assert bias.estimate == pytest.approx(summary.loc[m, "avg |relative bias| of coefficients"])
+        assert cover.estimate == pytest.approx(summary.loc[m, "coverage, curve"])
+        assert bias.method == "bootstrap" and cover.method == "wilson" and bias.n == cover.n == 8
+        assert bias.low <= bias.estimate <= bias.high and bias.high > bias.low
+        assert gap.estimate == pytest.approx(abs(cover.estimate - 0.95))
+        assert gap.low == (0.0 if cover.low <= 0.95 <= cover.high else min(abs(cover.low - 0.95), abs(cover.high - 0.95)))
+        assert gap.high == pytest.approx(max(abs(cover.low - 0.95), abs(cover.high - 0.95)))
+    assert average_abs_relative_bias([[0.1, -0.3], [0.3, -0.1]]) == pytest.approx(0.2)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from compendium.book.quantities import Quantity
 from compendium.stats.clogit import as_sets, fit_clogit, set_scores
 from compendium.stats.splines import rcs_basis
 
@@ -245,6 +246,89 @@ def summarise(sim: pd.DataFrame, design: Design) -> pd.DataFrame:
                      "avg |bias| of log RR curve": float(np.mean(np.abs(C.mean(0) - truth[0]))),
                      "coverage, curve": cover(C, CS, truth), "coverage, curve (model SE)": cover(C, CSm, truth)})
     return pd.DataFrame(rows).set_index("method")
+
+
+def replicate_table(sim: pd.DataFrame, design: Design, level: float = 1.96) -> pd.DataFrame:
+    """Per-replicate results of a simulation study: one row per (replicate, method).
+
+    Columns: ``seed``, ``method``; ``rel_bias_<j>`` the relative error
+    ``(β̂_j − β_j)/|β_j|`` of each non-zero true coefficient ``j`` (its mean over replicates is the
+    relative bias); ``covered_<j>`` whether that coefficient's 95 % interval (sandwich for the
+    calibrated methods) covers the truth (0/1); ``curve_covered`` and ``curve_covered_model`` the
+    fraction of the grid points at which the log-RR curve's pointwise 95 % interval (sandwich,
+    model-based) covers the true curve. Rows are ordered by method, then seed, so that every
+    method lists the same replicates in the same order."""
+    beta = np.array(design.beta)
+    rows = []
+    for r in sim.itertuples(index=False):
+        row = {"seed": int(r.seed), "method": r.method}
+        for j in np.flatnonzero(beta):
+            row[f"rel_bias_{j}"] = float((r.beta[j] - beta[j]) / abs(beta[j]))
+        for j in range(len(beta)):
+            row[f"covered_{j}"] = int(abs(r.beta[j] - beta[j]) <= level * r.beta_se[j])
+        row["curve_covered"] = float(np.mean(np.abs(r.curve - r.true_curve) <= level * r.curve_se))
+        row["curve_covered_model"] = float(np.mean(np.abs(r.curve - r.true_curve) <= level * r.curve_se_model))
+        rows.append(row)
+    order = {m: i for i, m in enumerate(METHODS)}
+    out = pd.DataFrame(rows)
+    return out.sort_values(["method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c,
+                           ignore_index=True)
+
+
+def average_abs_relative_bias(rel_bias: np.ndarray) -> float:
+    """``mean_j |mean_i r_ij|``: the relative bias of each coefficient (mean over replicates ``i``
+    of its relative error), in absolute value, averaged over the coefficients ``j``."""
+    r = np.asarray(rel_bias, float)
+    return float(np.mean(np.abs(r.mean(axis=0))))
+
+
+def simulation_quantities(table: pd.DataFrame, scenario: str, target: float = 0.95, resamples: int = 2000,
+                          seed: int = 0) -> list[Quantity]:
+    """The simulation study's quantities for one scenario, from :func:`replicate_table`, with 95 % intervals.
+
+    For each method ``m``:
+
+    ``bias_<scenario>_<m>``
+        average |relative bias| of the non-zero coefficients (:func:`average_abs_relative_bias`),
+        with a percentile bootstrap over replicates (``resamples`` resamples, fixed ``seed``): the
+        statistic is an absolute value of a mean, so no t-interval applies.
+    ``cover_<scenario>_<m>``
+        coverage of the log-RR curve: the mean over replicates of the fraction of grid points
+        covered, as a rate over replicates (Wilson, n = replicates). Each replicate counts as
+        one trial with its covered fraction as success; a [0, 1] variable with mean p has variance
+        at most p(1 − p), so this interval is conservative (grid points of one replicate are not
+        independent trials).
+    ``covgap_<scenario>_<m>``
+        ``|coverage − target|``, with the image of the coverage interval under ``|x − target|``
+        (its lower end is 0 when the coverage interval contains the target).
+    """
+    bias_cols = [c for c in table.columns if c.startswith("rel_bias_")]
+    out = []
+    rng = np.random.default_rng(seed)
+    n_rep = table.groupby("method").size()
+    if n_rep.nunique() != 1:
+        raise ValueError(f"every method needs the same replicates, got {n_rep.to_dict()}")
+    n = int(n_rep.iloc[0])
+    idx = rng.integers(0, n, size=(resamples, n)) if n > 1 else None
+    for m in METHODS:
+        sub = table[table.method == m]
+        if sub.empty:
+            continue
+        R = sub[bias_cols].to_numpy(float)
+        est = average_abs_relative_bias(R)
+        if idx is None:
+            bias = Quantity.single(f"bias_{scenario}_{m}", est)
+        else:
+            boots = np.array([average_abs_relative_bias(R[i]) for i in idx])
+            lo, hi = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+            bias = Quantity(f"bias_{scenario}_{m}", est, min(lo, est), max(hi, est), n, "bootstrap")
+        cover = Quantity.rate(f"cover_{scenario}_{m}", float(sub.curve_covered.sum()), n)
+        gap = abs(cover.estimate - target)
+        ends = (abs(cover.low - target), abs(cover.high - target))
+        gap_lo = 0.0 if cover.low <= target <= cover.high else min(ends)
+        covgap = Quantity(f"covgap_{scenario}_{m}", gap, min(gap_lo, gap), max(max(ends), gap), n, cover.method)
+        out += [bias, cover, covgap]
+    return out
 
 
 def vitamin_d_design(n_cohorts: int = 17, n_sets: int = 5700, n_reference: int = 2, seed: int = 0) -> Design:
