@@ -174,3 +174,75 @@ def test_rate_readout_gives_output_firing_rates_and_layer_overrides_apply():
         spiking_mlp((12, 16, 3), readout="rate", layer_lif={2: {}})
     with pytest.raises(ValueError, match="spike input"):
         net_spikes(torch.rand(4, 3, 12))
+
+
+# --- quantities for the claims ------------------------------------------------------------------
+def _result(correct, success, flips, l2=None):
+    n = len(correct)
+    return AttackResult(clean_correct=np.array(correct), success=np.array(success) & np.array(correct),
+                        iterations=np.ones(n, int), flips=np.array(flips, float),
+                        l2=np.array(l2 if l2 is not None else flips, float), zero_grad_steps=np.zeros(n, int))
+
+
+def test_success_rate_is_a_wilson_rate_over_attacked_samples():
+    from compendium.attacks.experiment import success_rate
+
+    r = _result([True, True, True, False], [True, True, False, True], [1, 2, 0, 9])
+    q = success_rate("s", r)
+    assert (q.estimate, q.n, q.method) == (pytest.approx(2 / 3), 3, "wilson") and q.low < 2 / 3 < q.high
+    assert "none was attacked" in success_rate("s", _result([False], [False], [0]))
+
+
+def test_perturbation_is_over_fooled_samples_only():
+    from compendium.attacks.experiment import perturbation
+
+    r = _result([True, True, True, True], [True, True, True, False], [10, 20, 30, 1000], l2=[1.0, 2.0, 3.0, 99.0])
+    med = perturbation("m", r, "flips", per=10)
+    assert med.method == "bootstrap" and med.n == 3 and med.estimate == pytest.approx(2.0)
+    assert 1.0 <= med.low <= 2.0 <= med.high <= 3.0
+    mean = perturbation("m", r, "l2", statistic="mean")
+    assert mean.method == "t" and mean.estimate == pytest.approx(2.0)
+    assert "no attacked sample was fooled" in perturbation("m", _result([True], [False], [0]), "l2")
+
+
+def test_dominance_counts_wins_by_success_or_fewer_flips_and_skips_ties():
+    from compendium.attacks.experiment import dominance
+
+    correct = [True] * 6 + [False]
+    a = _result(correct, [True, True, True, False, True, False, True], [5, 5, 9, 0, 5, 0, 1])
+    b = _result(correct, [False, True, True, False, True, True, True], [0, 9, 5, 0, 5, 3, 1])
+    # a wins sample 0 (b fails) and 1 (fewer flips); b wins 2 (fewer flips) and 5 (a fails); 3, 4 tie
+    q = dominance("d", a, b)
+    assert (q.estimate, q.n, q.method) == (0.5, 4, "wilson")
+    assert "tie on every" in dominance("d", a, a)
+    with pytest.raises(ValueError, match="same attacked samples"):
+        dominance("d", a, _result([True] * 7, [True] * 7, [1] * 7))
+
+
+def _grid(rows):
+    import pandas as pd
+
+    return pd.DataFrame([dict(zip(("loss", "threshold", "seed", "attacked", "zero_grad_count", "success_g2s_count"), r))
+                         for r in rows])
+
+
+def test_trap_quantities_pool_seeds_pick_worst_and_best_and_name_what_is_missing():
+    from compendium.attacks.experiment import trap_quantities
+
+    grid = _grid([("ce", 0.5, 0, 50, 20, 20), ("ce", 0.5, 1, 50, 30, 10), ("ce", 1.0, 0, 40, 4, 36),
+                  ("ce", 1.0, 1, 60, 6, 50), ("mse", 0.5, 0, 50, 5, 40), ("mse", 0.5, 1, 50, 5, 40)])
+    q, chosen = trap_quantities(grid)
+    assert chosen == {"worst_threshold": 0.5, "best_threshold": 1.0}
+    assert (q["ce_zero_worst"].estimate, q["ce_zero_worst"].n) == (0.5, 100)
+    assert q["ce_zero_worst_halved"].estimate == 0.25 and q["ce_zero_worst_halved"].high == q["ce_zero_worst"].high / 2
+    assert (q["ce_zero_best"].estimate, q["ce_g2s_success_best"].estimate) == (0.1, 0.86)
+    assert q["ce_g2s_success_worst"].estimate == 0.3 and q["mse_zero_at_worst"].estimate == 0.1
+    # no MSE model: only the MSE quantity is missing, with a reason (no 'MSE not run' text swallowing the rest)
+    q, _ = trap_quantities(grid[grid["loss"] == "ce"])
+    assert "no MSE-trained model" in q["mse_zero_at_worst"] and q["ce_zero_best"].estimate == 0.1
+    # one threshold: the escape cannot be measured
+    q, chosen = trap_quantities(grid[grid["threshold"] == 0.5])
+    assert "second penultimate threshold" in q["ce_zero_best"] and chosen["best_threshold"] != chosen["best_threshold"]
+    # no CE model that classified anything right
+    q, _ = trap_quantities(_grid([("ce", 0.5, 0, 0, 0, 0), ("mse", 0.5, 0, 10, 1, 5)]))
+    assert all(isinstance(v, str) for v in q.values())

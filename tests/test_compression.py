@@ -177,3 +177,46 @@ def test_bad_constraints_are_refused():
         Constraint(bits=0)
     with pytest.raises(ValueError, match="no synaptic layer"):
         ADMM(nn.Linear(2, 2), {"nope": Constraint(0.5)})
+
+
+# --- quantities for the claims ------------------------------------------------------------------
+def _strategies():
+    import pandas as pd
+
+    rows = [  # strategy, method, sparsity, bits, activity, acc, size_compression, spikes, ops
+        ("ADMM prune 90%", "admm", 0.9, None, 0.0, 0.975, 10.0, 900.0, 9e5),
+        ("ADMM prune 97%", "admm", 0.97, None, 0.0, 0.95, 33.0, 850.0, 4e5),
+        ("one-shot prune 90%", "oneshot", 0.9, None, 0.0, 0.97, 10.0, 950.0, 9e5),
+        ("ADMM ternary", "admm", None, 2, 0.0, 0.97, 16.0, 1000.0, 1e6),
+        ("ADMM prune 90% + 2-bit", "admm", 0.9, 2, 0.0, 0.965, 160.0, 900.0, 9e5),
+        ("ADMM prune 97% + 2-bit", "admm", 0.97, 2, 0.0, 0.90, 530.0, 800.0, 3e5),
+        ("activity lambda=0", "-", None, None, 0.0, 0.985, 1.0, 1000.0, 1e6),
+        ("activity lambda=0.2", "-", None, None, 0.2, 0.98, 1.0, 700.0, 8e5),
+        ("activity lambda=1", "-", None, None, 1.0, 0.95, 1.0, 400.0, 6e5),
+    ]
+    cols = ("strategy", "method", "sparsity", "bits", "activity", "acc", "size_compression", "spikes_per_sample", "active_ops")
+    return pd.DataFrame([dict(zip(cols, r)) for r in rows])
+
+
+def test_claim_quantities_pick_the_declared_strategies():
+    from compendium.compression import experiment as X
+
+    t = _strategies()
+    q = X.minimal_loss_quantities(t, 1000)
+    assert (q["admm_prune_acc"].estimate, q["admm_prune_acc"].n, q["admm_prune_acc"].method) == (0.975, 1000, "wilson")
+    assert q["ternary_acc"].estimate == 0.97  # not the joint 90 % + 2-bit row
+    missing = X.minimal_loss_quantities(t[t["bits"].isna()], 1000)
+    assert "ternary" in missing["ternary_acc"] and missing["admm_prune_acc"].estimate == 0.975
+    a = X.activity_quantities(t, 1000)
+    assert a["spike_cut"].estimate == pytest.approx(0.6) and a["ops_cut"].estimate == pytest.approx(0.4)
+    assert a["spike_cut"].method == "1 run" and a["activity_strong_acc"].estimate == 0.95
+    assert (a["activity_control_acc"].estimate, a["activity_control_acc"].method) == (0.985, "wilson")
+    assert all(isinstance(v, str) for v in X.activity_quantities(t[t["activity"] == 0], 1000).values())
+    # within 2 points of 0.98: the 90 % joint (160x) beats the best single technique (ternary, 16x);
+    # the 97 % joint (530x) and 97 % pruning (33x) are more than 2 points down
+    j = X.joint_quantities(t, 0.98)
+    assert (j["joint_best_compression"].estimate, j["single_best_compression"].estimate) == (160.0, 16.0)
+    j = X.joint_quantities(t, 0.999)  # nothing within 2 points: both kinds count the uncompressed 1x
+    assert (j["joint_best_compression"].estimate, j["single_best_compression"].estimate) == (1.0, 1.0)
+    j = X.joint_quantities(t[t["bits"].isna() | t["sparsity"].isna()], 0.98)
+    assert "no joint" in j["joint_best_compression"] and j["single_best_compression"].estimate == 16.0

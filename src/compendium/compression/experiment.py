@@ -8,9 +8,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from compendium.book.quantities import Quantity
 from compendium.compression.activity import SpikeActivity
 from compendium.compression.admm import ADMM, compressible, constrained_finetuning, hard_project
 from compendium.compression.metrics import compression_metrics
@@ -19,6 +21,7 @@ from compendium.learning import evaluate, fit
 from compendium.spiking.nets import SpikingClassifier, spiking_convnet
 
 Data = tuple[Tensor, Tensor]
+Measured = dict[str, "Quantity | str"]  # a quantity, or the reason it could not be measured
 
 
 @dataclass(frozen=True)
@@ -133,3 +136,78 @@ def compress(base: SpikingClassifier, train: Data, test: Data, setup: Setup, *, 
     row.update({k: v for k, v in metrics.items() if k != "layers"})
     row["model"] = model
     return row
+
+
+# --- quantities for the claims ----------------------------------------------------------------
+# Every accuracy is a rate over the test images (Wilson interval); spike and operation counts
+# and model sizes come from one training run each (single runs, no interval).
+
+def accuracy(name: str, acc: float, n_test: int) -> Quantity:
+    """A test accuracy as a rate: ``round(acc · n_test)`` correct of ``n_test`` images (Wilson)."""
+    return Quantity.rate(name, int(round(float(acc) * n_test)), int(n_test))
+
+
+def _is_joint(table: pd.DataFrame) -> pd.Series:
+    return table["sparsity"].notna() & table["bits"].notna()
+
+
+def minimal_loss_quantities(table: pd.DataFrame, n_test: int, *, min_sparsity: float = 0.9) -> Measured:
+    """Accuracies behind "pruning and quantisation at minimal loss", each over the test images:
+    ``admm_prune_acc`` of ADMM pruning alone at the smallest sparsity ≥ ``min_sparsity`` (of
+    the largest layer) that ran, and ``ternary_acc`` of ADMM ternary (2-bit) quantisation
+    alone. ``table`` has one row per strategy (the chapter's ``compress`` rows). A missing
+    strategy comes back as the reason."""
+    out: Measured = {}
+    admm = table[table["method"] == "admm"]
+    deep = admm[admm["bits"].isna() & admm["sparsity"].notna() & (admm["sparsity"] >= min_sparsity)]
+    if deep.empty:
+        out["admm_prune_acc"] = f"this profile ran no ADMM pruning at a sparsity of {min_sparsity:.0%} or more"
+    else:
+        out["admm_prune_acc"] = accuracy("admm_prune_acc", deep.sort_values("sparsity").iloc[0]["acc"], n_test)
+    ternary = admm[(admm["bits"] == 2) & admm["sparsity"].isna()]
+    if ternary.empty:
+        out["ternary_acc"] = "this profile ran no ternary (2-bit) quantisation without pruning"
+    else:
+        out["ternary_acc"] = accuracy("ternary_acc", ternary.iloc[0]["acc"], n_test)
+    return out
+
+
+def activity_quantities(table: pd.DataFrame, n_test: int) -> Measured:
+    """The activity regulariser at its largest weight λ against the λ = 0 control (same
+    extra training): ``spike_cut`` and ``ops_cut``, the fractions of spikes and of active
+    synaptic operations per sample removed (``1 − strong/control``, counted on the same
+    images; one run each), and the two test accuracies ``activity_control_acc`` and
+    ``activity_strong_acc`` (rates over the test images). Without a λ = 0 row or a λ > 0 row
+    every quantity comes back as the reason."""
+    act = table[table["sparsity"].isna() & table["bits"].isna()]
+    ctrl, strong = act[act["activity"] == 0], act[act["activity"] > 0]
+    names = ("spike_cut", "ops_cut", "activity_control_acc", "activity_strong_acc")
+    if ctrl.empty or strong.empty:
+        why = "this profile ran no activity weight lambda > 0 beside the lambda = 0 control"
+        return {n: why for n in names}
+    c, s = ctrl.iloc[0], strong.sort_values("activity").iloc[-1]
+    return {"spike_cut": Quantity.single("spike_cut", 1 - s["spikes_per_sample"] / c["spikes_per_sample"]),
+            "ops_cut": Quantity.single("ops_cut", 1 - s["active_ops"] / c["active_ops"]),
+            "activity_control_acc": accuracy("activity_control_acc", c["acc"], n_test),
+            "activity_strong_acc": accuracy("activity_strong_acc", s["acc"], n_test)}
+
+
+def joint_quantities(table: pd.DataFrame, base_acc: float, *, max_loss: float = 0.02) -> Measured:
+    """Which kind of strategy compresses the model most at a small accuracy cost.
+
+    Among the strategies whose test accuracy is within ``max_loss`` (2 points) of the
+    uncompressed network's (judged on the point estimates: one run each), the largest
+    model-size compression of a *joint* strategy (pruning and quantisation together),
+    ``joint_best_compression``, and of a *single-technique* one (pruning, quantisation or the
+    activity regulariser alone), ``single_best_compression``. The uncompressed network (1×)
+    is the floor of both, so a kind with no strategy within 2 points counts 1×. Single runs.
+    Without any joint strategy in ``table`` the joint quantity comes back as the reason."""
+    within = table[table["acc"] >= base_acc - max_loss]
+    joint = _is_joint(table)
+    best = lambda rows: float(max([1.0] + [float(v) for v in rows["size_compression"]]))
+    out: Measured = {"single_best_compression": Quantity.single("single_best_compression", best(within[~joint[within.index]]))}
+    if not joint.any():
+        out["joint_best_compression"] = "this profile ran no joint (pruning + quantisation) strategy"
+    else:
+        out["joint_best_compression"] = Quantity.single("joint_best_compression", best(within[joint[within.index]]))
+    return out
