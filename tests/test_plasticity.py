@@ -119,3 +119,20 @@ def test_hebbian_output_layer_can_bind_labels_without_meta_training():
     qx = eye[order[q_idx]]
     out = net(sx, sy, qx)
     assert (out.argmax(1) == q_idx).float().mean() == 1.0
+
+
+def test_claim_quantities_pair_by_seed():
+    import pandas as pd
+
+    ft = pd.DataFrame([{"mode": m, "seed": s, "fraction": f, "acc_damaged": 0.5 + 0.1 * s + (m == "hp") * 0.05,
+                        "acc_recovered": 0.6 + 0.1 * s} for m in ("gp", "lp", "hp") for s in (2, 0, 1) for f in (0.0, 0.5)])
+    q = {x.name: x for x in X.fault_quantities(ft, 0.5)}
+    assert set(q) == {f"ft_{c}_{m}" for c in ("damaged", "recovered") for m in ("gp", "lp", "hp")}
+    assert q["ft_damaged_hp"].samples == pytest.approx((0.55, 0.65, 0.75))  # seed order 0, 1, 2
+    assert q["ft_damaged_gp"].method == "t" and q["ft_damaged_gp"].n == 3
+    with pytest.raises(ValueError, match="different seeds"):
+        X.fault_quantities(ft[~((ft["mode"] == "lp") & (ft["seed"] == 2))], 0.5)
+    mt = pd.DataFrame([{"mode": m, "seed": s, "after_task": a, "task": t, "acc": 0.9 - 0.1 * t + (m == "hp") * 0.01}
+                       for m in ("gp", "hp") for s in (0, 1) for a in (0, 1) for t in range(a + 1)])
+    q = {x.name: x for x in X.task_quantities(mt)}
+    assert q["mt_gp"].samples == pytest.approx((0.85, 0.85)) and q["mt_hp"].estimate == pytest.approx(0.86)

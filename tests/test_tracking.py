@@ -65,3 +65,13 @@ def test_synthetic_sequence_moves_at_the_requested_speed_with_events_on_the_targ
     assert list(seq.aps_index[:3]) == [0, 10, 20]
     still = render_sequence(20, 32, speed=1e-6, clutter=0.3, seed=0)
     assert still.events.sum() == 0  # a static scene emits nothing
+
+
+def test_tracking_quantities_rates_over_frames_and_auc_per_sequence():
+    from compendium.tracking.experiment import VARIANTS, tracking_quantities
+
+    raw = {v: {"err": np.array([0.0, 3.0, 6.0, 9.0]), "seq_auc": np.array([0.5, 0.7])} for v in VARIANTS}
+    q = {x.name: x for x in tracking_quantities(raw)}
+    assert set(q) == {f"{m}_{k}" for m in ("prec", "auc") for k in ("ann", "snn", "tcf", "att")}
+    assert q["prec_att"].method == "wilson" and q["prec_att"].estimate == 0.5 and q["prec_att"].n == 4
+    assert q["auc_snn"].method == "t" and q["auc_snn"].samples == (0.5, 0.7) and q["auc_snn"].estimate == pytest.approx(0.6)

@@ -9,6 +9,9 @@
    GP baselines: the same net without a trace (it cannot use the support set) and a GP net
    whose readout is fitted to the support set by gradient steps.
 3. Multiple tasks: permuted-pixel tasks in sequence; accuracy on every task after each.
+
+The claims of the chapter read quantities with 95 % intervals built here from the per-seed
+results (:func:`fault_quantities`, :func:`task_quantities`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compendium.book.quantities import Quantity
 from compendium.learning import History, evaluate, fit
 from compendium.plasticity.hybrid import HybridMLP, PlasticLIF, two_timescale_adam
 from compendium.progress import progress
@@ -99,6 +103,42 @@ def fault_tolerance(models: dict[tuple[str, int], HybridMLP], test: Data, few: D
         rows.append({"mode": mode, "seed": seed, "fraction": f, "acc_damaged": acc_hit,
                      "acc_recovered": evaluate(fixed, test, device=setup.device)["acc"]})
     return pd.DataFrame(rows)
+
+
+def _seed_samples(df: pd.DataFrame, col: str) -> dict[str, tuple[list[int], list[float]]]:
+    """``{mode: (seeds, values)}`` of column ``col``, seeds ascending; every mode must have the
+    same seeds, so that sample i of each mode comes from the same seed (paired comparisons)."""
+    out = {str(m): (sub["seed"].astype(int).tolist(), sub[col].astype(float).tolist())
+           for m, sub in df.sort_values("seed").groupby("mode")}
+    seed_lists = {tuple(s) for s, _ in out.values()}
+    if len(seed_lists) > 1:
+        raise ValueError(f"modes ran different seeds ({sorted(seed_lists)}); per-seed samples would not pair")
+    return out
+
+
+def fault_quantities(ft: pd.DataFrame, fraction: float) -> list[Quantity]:
+    """What the fault-tolerance claim reads, at damage ``fraction`` (of :func:`fault_tolerance`'s
+    table): for each mode, ``ft_damaged_<mode>`` (accuracy right after zeroing the synapses) and
+    ``ft_recovered_<mode>`` (after the few-sample recovery), each the mean over training seeds
+    with a t-interval. Samples are in seed order; a seed's models share the damage mask, so the
+    modes pair by seed."""
+    at = ft[np.isclose(ft["fraction"].astype(float), float(fraction))]
+    if at.empty:
+        raise ValueError(f"no fault-tolerance rows at fraction {fraction}; fractions run: {sorted(ft['fraction'].unique())}")
+    out = []
+    for col, label in (("acc_damaged", "damaged"), ("acc_recovered", "recovered")):
+        for mode, (_, values) in _seed_samples(at, col).items():
+            out.append(Quantity.from_samples(f"ft_{label}_{mode}", values))
+    return out
+
+
+def task_quantities(mt: pd.DataFrame) -> list[Quantity]:
+    """What the multi-task claim reads (of :func:`sequential_tasks`' rows): after the last task,
+    each seed's accuracy averaged over all tasks; ``mt_<mode>`` is the mean over seeds with a
+    t-interval, samples in seed order (the modes share seeds and task permutations)."""
+    last = mt[mt["after_task"] == mt["after_task"].max()]
+    per_seed = last.groupby(["mode", "seed"], as_index=False)["acc"].mean()
+    return [Quantity.from_samples(f"mt_{mode}", values) for mode, (_, values) in _seed_samples(per_seed, "acc").items()]
 
 
 def noise_robustness(models: dict[tuple[str, int], HybridMLP], test: Data, setup: Setup, *,
