@@ -156,3 +156,31 @@ def test_sew_outputs_spike_sums_and_standard_outputs_spikes():
     assert set(SEWBlock(4, 4, 1, "tdbn", {"threshold": 0.3, "decay": 0.25})(s).unique().tolist()) <= {0.0, 1.0, 2.0}
     with pytest.raises(ValueError, match="bottleneck"):
         SpikingResNet(LAYOUTS["resnet50"], block="ms")
+
+
+# --- the chapters' claim quantities ----------------------------------------------------------
+
+def test_accuracy_rate_and_above_chance_are_wilson_intervals_over_the_test_images():
+    from compendium.book.quantities import Quantity
+    from compendium.spiking.measures import above_chance, accuracy_rate
+
+    q = accuracy_rate("acc", 0.9375, 128)
+    assert q == Quantity.rate("acc", 120, 128) and q.method == "wilson" and q.n == 128
+    d = above_chance("d", 0.9375, 128, classes=10)
+    assert d.method == "wilson" and d.n == 128
+    assert (d.estimate, d.low, d.high) == pytest.approx((q.estimate - 0.1, q.low - 0.1, q.high - 0.1))
+    with pytest.raises(ValueError):
+        above_chance("d", 0.5, 128, classes=1)
+    with pytest.raises(ValueError):
+        accuracy_rate("acc", 1.2, 128)
+
+
+def test_depth_sweep_ends_compares_the_deepest_net_with_the_best_shallower_one():
+    from compendium.spiking.measures import depth_sweep_ends
+
+    rows = [{"depth": 8, "test_acc": 0.80}, {"depth": 44, "test_acc": 0.70}, {"depth": 20, "test_acc": 0.85}]
+    deepest, best = depth_sweep_ends(rows, 1000, "ms_acc")
+    assert (deepest.name, deepest.estimate, deepest.n) == ("ms_acc_deepest", 0.70, 1000)
+    assert (best.name, best.estimate) == ("ms_acc_best_shallower", 0.85)
+    with pytest.raises(ValueError, match="two depths"):
+        depth_sweep_ends([{"depth": 8, "test_acc": 0.8}], 1000, "ms_acc")

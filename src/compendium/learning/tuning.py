@@ -44,6 +44,7 @@ class TunedRun:
     test_correct: int
     test_n: int
     probes: list[dict[str, Any]] = field(default_factory=list)  # per epoch (epoch 0: before training)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained model, when asked to keep it
 
     @property
     def test_acc(self) -> float:
@@ -101,7 +102,7 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
                   split_seed: int = 0, batch_size: int = 64, device: str = "cpu",
                   probe: Callable[[nn.Module, int], dict[str, Any]] | None = None,
                   fit_kwargs: Mapping[str, Any] | None = None, show_progress: bool = True,
-                  test_each_epoch: bool = False) -> TunedComparison:
+                  test_each_epoch: bool = False, keep_models: bool = False) -> TunedComparison:
     """Tune every variant's learning rate with the same trials, then train each under ``seeds``.
 
     ``builders[v]()`` returns a fresh, untrained model of variant ``v`` (it is called after
@@ -113,7 +114,8 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
     training set for ``epochs`` and are evaluated on ``test``. ``probe(model, epoch)``, if
     given, is called on each final run before training (epoch 0) and after every epoch;
     ``test_each_epoch`` records the test accuracy of the final runs after every epoch (for
-    training curves; it plays no part in any selection)."""
+    training curves; it plays no part in any selection); ``keep_models`` keeps each final
+    run's trained model on its :class:`TunedRun`."""
     if not builders or not lrs or not seeds:
         raise ValueError("compare_tuned needs at least one variant, one learning rate and one seed")
     kw = dict(fit_kwargs or {})
@@ -146,7 +148,8 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
                        show_progress=show_progress, on_epoch=on_epoch, **kw)
             ev = evaluate(model, test, device=device)
             n = len(test[1])
-            runs.append(TunedRun(variant, chosen[variant], seed, hist, int(round(ev["acc"] * n)), n, probes))
+            runs.append(TunedRun(variant, chosen[variant], seed, hist, int(round(ev["acc"] * n)), n, probes,
+                                 model if keep_models else None))
     budget = {"lrs": list(lrs), "tune_epochs": tune_epochs, "epochs": epochs, "seeds": list(seeds),
               "val_fraction": val_fraction}
     return TunedComparison(trials, chosen, runs, budget)

@@ -1,0 +1,54 @@
+"""Quantities the deep spiking-ResNet chapters (STBP-tdBN, MS-ResNet) report for their claims.
+
+Each function turns what a chapter measured (test accuracies over a known number of test
+images, a depth sweep) into :class:`~compendium.book.quantities.Quantity` objects with 95 %
+intervals; the verdicts come from the rules in ``data/papers/<chapter>.yaml``.
+
+A test accuracy is a rate over the test images: ``round(accuracy · n_test)`` correct out of
+``n_test`` with Wilson's interval. The interval reflects the size of the test set, not the
+variation between seeds (one seed per variant).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compendium.book.quantities import Quantity
+
+
+def _correct(accuracy: float, n_test: int) -> int:
+    if n_test < 1 or not 0.0 <= float(accuracy) <= 1.0:
+        raise ValueError(f"need an accuracy in [0, 1] over n_test >= 1 images, got {accuracy!r} over {n_test!r}")
+    return int(round(float(accuracy) * int(n_test)))
+
+
+def accuracy_rate(name: str, accuracy: float, n_test: int) -> Quantity:
+    """Test accuracy as a rate over ``n_test`` test images (Wilson interval)."""
+    return Quantity.rate(name, _correct(accuracy, n_test), int(n_test))
+
+
+def above_chance(name: str, accuracy: float, n_test: int, classes: int) -> Quantity:
+    """Test accuracy minus chance (``1 / classes``): the Wilson interval of the accuracy over
+    ``n_test`` images, shifted by the exact chance level (so the interval method stays Wilson)."""
+    if classes < 2:
+        raise ValueError(f"chance needs at least two classes, got {classes}")
+    acc = accuracy_rate(name, accuracy, n_test)
+    c = 1.0 / int(classes)
+    return Quantity(name, acc.estimate - c, acc.low - c, acc.high - c, acc.n, acc.method, acc.unit)
+
+
+def depth_sweep_ends(rows: list[dict[str, Any]], n_test: int, prefix: str) -> tuple[Quantity, Quantity]:
+    """The deepest net of a depth sweep against the best shallower one.
+
+    ``rows`` are one block kind's sweep results (``depth``, ``test_acc``). Returns the test
+    accuracies, as rates over ``n_test`` images, of the deepest net (``<prefix>_deepest``) and
+    of the shallower net with the highest accuracy (``<prefix>_best_shallower``). Choosing the
+    best shallower net by its point estimate makes the comparison harder for the deepest net,
+    never easier. Needs at least two distinct depths."""
+    depths = sorted({int(r["depth"]) for r in rows})
+    if len(depths) < 2:
+        raise ValueError(f"a depth sweep needs at least two depths to compare, got {depths}")
+    deepest = [r for r in rows if int(r["depth"]) == depths[-1]][0]
+    best = max((r for r in rows if int(r["depth"]) < depths[-1]), key=lambda r: float(r["test_acc"]))
+    return (accuracy_rate(f"{prefix}_deepest", float(deepest["test_acc"]), n_test),
+            accuracy_rate(f"{prefix}_best_shallower", float(best["test_acc"]), n_test))
