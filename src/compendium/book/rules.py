@@ -86,6 +86,16 @@ def _zone_outcome(stat: Quantity, zones: list[Zone], criterion: str, fmt: str = 
     return Outcome(verdict, possible, stat.text(fmt), criterion, stat.n, stat.method)
 
 
+def _band_zones(lo: float, hi: float, margin: float | None) -> list[Zone]:
+    """Reproduced inside ``[lo, hi]``; partly within ``margin`` outside it (if given); not reproduced beyond."""
+    zones = [Zone(REPRODUCED, lo, hi)]
+    if margin is None:
+        return zones + [Zone(NOT_REPRODUCED, -INF, lo, hi_closed=False), Zone(NOT_REPRODUCED, hi, INF, lo_closed=False)]
+    return zones + [Zone(PARTLY, lo - margin, lo, hi_closed=False), Zone(PARTLY, hi, hi + margin, lo_closed=False),
+                    Zone(NOT_REPRODUCED, -INF, lo - margin, hi_closed=False),
+                    Zone(NOT_REPRODUCED, hi + margin, INF, lo_closed=False)]
+
+
 def _one_sided(stat: Quantity, bound: float, partly: float | None, higher: bool, strict: bool, label: str) -> Outcome:
     """Zones for "statistic above ``bound`` (reproduced), above ``partly`` (partly)" or the mirror."""
     op = (">" if strict else "≥") if higher else ("<" if strict else "≤")
@@ -153,15 +163,11 @@ class ValueRule(Rule):
         if self.tol is None:
             raise ValueError("a value rule needs a 'tolerance' once its published value is transcribed")
         p, t = float(published), float(self.tol)
-        zones = [Zone(REPRODUCED, p - t, p + t), Zone(PARTLY, p - 2 * t, p - t, hi_closed=False),
-                 Zone(PARTLY, p + t, p + 2 * t, lo_closed=False), Zone(NOT_REPRODUCED, -INF, p - 2 * t, hi_closed=False),
-                 Zone(NOT_REPRODUCED, p + 2 * t, INF, lo_closed=False)]
-        return _zone_outcome(_scaled(q[self.q], self.factor), zones, self.describe(published))
+        return _zone_outcome(_scaled(q[self.q], self.factor), _band_zones(p - t, p + t, t), self.describe(published))
 
     def describe(self, published=None):
         f = f"{self.factor:g}·" if self.factor != 1 else ""
         return f"|{f}{self.q} − {published}| ≤ {self.tol} (partly ≤ {2 * float(self.tol or 0):g})"
-
 
     def verdicts(self):
         return set(DECIDED)
@@ -181,15 +187,12 @@ class RangeRule(Rule):
 
     def evaluate(self, q, published=None):
         lo, hi = (float(x) for x in published)
-        w = 0.25 * (hi - lo)
-        zones = [Zone(REPRODUCED, lo, hi), Zone(PARTLY, lo - w, lo, hi_closed=False), Zone(PARTLY, hi, hi + w, lo_closed=False),
-                 Zone(NOT_REPRODUCED, -INF, lo - w, hi_closed=False), Zone(NOT_REPRODUCED, hi + w, INF, lo_closed=False)]
-        return _zone_outcome(_scaled(q[self.q], self.factor), zones, self.describe(published))
+        return _zone_outcome(_scaled(q[self.q], self.factor), _band_zones(lo, hi, 0.25 * (hi - lo)),
+                             self.describe(published))
 
     def describe(self, published=None):
         f = f"{self.factor:g}·" if self.factor != 1 else ""
         return f"{f}{self.q} inside {published} (partly within 25 % of its width outside)"
-
 
     def verdicts(self):
         return set(DECIDED)
@@ -281,14 +284,7 @@ class EquivalenceRule(Rule):
 
     def evaluate(self, q, published=None):
         d = difference(q[self.a], q[self.b], paired=self.paired, name=f"{self.a} − {self.b}")
-        dl = self.delta
-        zones = [Zone(REPRODUCED, -dl, dl)]
-        if self.partly is not None:
-            p = self.partly
-            zones += [Zone(PARTLY, -p, -dl, hi_closed=False), Zone(PARTLY, dl, p, lo_closed=False),
-                      Zone(NOT_REPRODUCED, -INF, -p, hi_closed=False), Zone(NOT_REPRODUCED, p, INF, lo_closed=False)]
-        else:
-            zones += [Zone(NOT_REPRODUCED, -INF, -dl, hi_closed=False), Zone(NOT_REPRODUCED, dl, INF, lo_closed=False)]
+        zones = _band_zones(-self.delta, self.delta, None if self.partly is None else self.partly - self.delta)
         return _zone_outcome(d, zones, self.describe())
 
     def describe(self, published=None):
