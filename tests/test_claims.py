@@ -76,7 +76,7 @@ def test_modelled_verdict_reports_outcome_and_sensitivity(tmp_path):
                          "     modelled: {constants: assumed PE energies, sensitivity: share, section: the sensitivity section}}\n")
     j = judge(c, {"q": Quantity.exact("q", 7.0), "share": Quantity.rate("share", 120, 200)})
     assert j.verdict == MODELLED
-    assert j.reason.startswith("holds under the assumed constants") and "60%" in j.reason and "200 draws" in j.reason
+    assert j.reason.startswith("holds under the assumed constants") and "60.0%" in j.reason and "200 draws" in j.reason
     j = judge(c, {"q": Quantity.exact("q", 20.0)})
     assert j.verdict == MODELLED and j.reason.startswith("does not hold") and "sensitivity 'share' not reported" in j.reason
 

@@ -83,3 +83,70 @@ def test_without_ltp_nothing_alternates_in_the_search():
     P = circuit.random_parameters(300, seed=1)
     assert circuit.alternation(circuit.simulate(P, True, False, hours=72)).alternates.sum() == 0
     assert circuit.alternation(circuit.simulate(P, True, True, hours=72)).alternates.sum() > 0
+
+
+# --- the claims' quantities and the robustness searches ----------------------------------------
+
+def _claims():
+    from compendium.book.claims import PaperClaims
+    from conftest import ROOT
+
+    return PaperClaims.load(ROOT / "data" / "papers" / "memristor.yaml").claims
+
+
+def test_concomitance_is_zero_for_the_model_and_sees_volatile_ltp():
+    from dataclasses import replace
+
+    from compendium.devices.memristor import concomitance
+
+    assert all(v <= 1e-12 for v in concomitance().values())
+    volatile = concomitance(replace(SynapseParams.load(), tau_retention=600.0))
+    assert volatile["ltp_lost_after_wait"] == pytest.approx(1 - math.exp(-3600 / 600), rel=1e-6)
+    frozen = concomitance(replace(SynapseParams.load(), alpha_p=0.0))  # writes change nothing
+    assert frozen["ltp_lost_after_wait"] == 1.0
+
+
+def test_modulation_reads_the_probe_row_and_column():
+    from compendium.devices.memristor import MAP_AMPLITUDES, MAP_FREQUENCIES, modulation
+
+    m = modulation(n_pulses=10)
+    row = [train_gain(f, 0.6, 10) for f in MAP_FREQUENCIES]
+    col = [train_gain(20.0, a, 10) for a in MAP_AMPLITUDES]
+    assert m["gain_min_by_frequency"] == min(row) and m["gain_max_by_frequency"] == max(row)
+    assert m["gain_min_by_intensity"] == min(col) and m["gain_max_by_intensity"] == max(col)
+
+
+def test_random_synapses_stay_within_the_factor_and_keep_retention():
+    from compendium.devices.memristor import DRAWN, random_synapses
+
+    base = SynapseParams.load()
+    draws = random_synapses(50, seed=2)
+    for p in draws:
+        for k in DRAWN:
+            assert getattr(base, k) / 2 - 1e-12 <= getattr(p, k) <= getattr(base, k) * 2 + 1e-12
+        assert p.tau_retention == base.tau_retention and p.g_max > p.g_min
+    assert random_synapses(50, seed=2) == draws
+
+
+def test_synapse_robustness_counts_the_draws_where_each_rule_holds():
+    from compendium.devices.memristor import synapse_robustness
+
+    qs, table = synapse_robustness(_claims(), 40, seed=1)
+    q = {x.name: x for x in qs}
+    assert set(q) == {"concomitant_holds_share", "full_range_holds_share"}
+    assert q["concomitant_holds_share"].estimate == 1.0  # independent state variables, by construction
+    crosses = ((table.gain_min_by_frequency < 1) & (table.gain_max_by_frequency > 1) &
+               (table.gain_min_by_intensity < 1) & (table.gain_max_by_intensity > 1))
+    assert q["full_range_holds_share"].estimate == pytest.approx(crosses.mean()) and q["full_range_holds_share"].n == 40
+
+
+def test_sleep_wake_quantities():
+    P = circuit.random_parameters(60, seed=1)
+    search = {k: circuit.alternation(circuit.simulate(P, *v, hours=48)) for k, v in circuit.VARIANTS.items()}
+    ex = {k: circuit.alternation(circuit.simulate(circuit.as_array(circuit.EXAMPLE), *v, hours=48))
+          for k, v in circuit.VARIANTS.items()}
+    q = {x.name: x for x in circuit.sleep_wake_quantities(ex, search)}
+    assert q["alternates_both"].estimate == pytest.approx(search["STP + LTP"].alternates.mean())
+    assert q["alternates_no_ltp"].method == "wilson" and q["example_transitions_both"].method == "exact"
+    nb = search["STP + LTP"].alternates & ~search["LTP only (no STP)"].alternates & ~search["STP only (no LTP)"].alternates
+    assert q["needs_both_share"].estimate == pytest.approx(nb.mean())

@@ -87,3 +87,61 @@ def test_every_hardware_number_has_a_provenance():
     for section in h2learn.provenance().values():
         for name, entry in section.items():
             assert entry.get("provenance"), name
+
+
+# --- robustness of the modelled claims ---------------------------------------------------------
+
+def _claims():
+    from compendium.book.claims import PaperClaims
+    from conftest import ROOT
+
+    return PaperClaims.load(ROOT / "data" / "papers" / "h2learn.yaml").claims
+
+
+def test_constants_and_scaling():
+    consts = {f"{c['section']}.{c['name']}": c for c in h2learn.constants()}
+    assert "h2learn.lut_group" not in consts
+    assert consts["h2learn.clock_ghz"]["assumed"] and consts["v100.efficiency"]["assumed"]
+    assert not consts["h2learn.energy_add_pj"]["assumed"] and not consts["v100.die_mm2"]["assumed"]
+    cfg, gpu = h2learn.H2LearnConfig.load(), h2learn.GPUConfig.load()
+    c2, g2 = h2learn.scaled(cfg, gpu, {("h2learn", "utilisation"): 2.0, ("h2learn", "forward_pes"): 1 / 3,
+                                       ("v100", "efficiency"): 3.0, ("h2learn", "clock_ghz"): 0.5})
+    assert c2.utilisation == 1.0 and g2.efficiency == 1.0  # fractions capped at 1
+    assert c2.forward_pes == round(512 / 3) and isinstance(c2.forward_pes, int)
+    assert c2.clock_ghz == pytest.approx(0.5) and c2.update_pes == cfg.update_pes
+
+
+def test_claim_metrics_span_and_technique_gains():
+    cfg, gpu = h2learn.H2LearnConfig.load(), h2learn.GPUConfig.load()
+    work = {"a": [_layer(1.0)], "b": [_layer(3.0)]}
+    m = h2learn.claim_metrics(work, cfg, gpu)
+    each = [h2learn.compare(w, cfg, gpu)["speedup"] for w in work.values()]
+    assert m["speedup_lowest"] == pytest.approx(min(each)) and m["speedup_highest"] == pytest.approx(max(each))
+    assert m["area_saving"] == pytest.approx(gpu.die_mm2 / h2learn.area_mm2(cfg))
+    off = min(h2learn.compare(w, cfg, gpu)["speedup"] / h2learn.compare(w, cfg.with_(pipeline=False), gpu)["speedup"]
+              for w in work.values())
+    assert m["pipeline_gain_min"] == pytest.approx(off) and m["pipeline_gain_min"] >= 1
+
+
+def test_assumption_search_counts_the_draws_where_each_rule_holds():
+    claims = _claims()
+    work = {"a": [_layer(1.0)]}
+    qs, table = h2learn.assumption_search(work, claims, draws=60, seed=3)
+    assert {q.name for q in qs} == {"speedup_holds_share", "energy_saving_holds_share", "area_saving_holds_share",
+                                    "techniques_help_holds_share"}
+    area = next(q for q in qs if q.name == "area_saving_holds_share")
+    assert area.method == "wilson" and area.n == 60
+    assert area.estimate == pytest.approx(((table["area_saving"] - 7.38).abs() <= 1.0).mean())
+    again, _ = h2learn.assumption_search(work, claims, draws=60, seed=3)
+    assert [q.estimate for q in again] == [q.estimate for q in qs]  # seeded
+    assert all(table.filter(like="log2 ").abs().max() <= 1.0)  # within ½×–2×
+
+
+def test_margins_find_the_area_boundary_by_hand():
+    """Area saving = 815 / (1536·0.03·f + 12): within 7.38 ± 1 for f in [1.850, 2.512]."""
+    margins = h2learn.assumption_margins({"a": [_layer()]}, _claims(), points=321)
+    row = margins[(margins.constant == "h2learn.area_per_pe_mm2") & (margins.claim == "area_saving")].iloc[0]
+    assert not row["holds at ×1"] and row["flip"] == pytest.approx(1.850, rel=0.02)
+    assert "1.9–2.5" in row["where"] or "1.8–2.5" in row["where"]
+    table, unmoved = h2learn.margin_table(margins)
+    assert "h2learn.energy_add_pj" in unmoved and "h2learn.area_per_pe_mm2" in table.index

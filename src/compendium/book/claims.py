@@ -163,6 +163,14 @@ class Claim:
             return "—"
         return self.rule.describe(self.published if self.transcribed else "published")
 
+    def holds_on(self, values: Mapping[str, float]) -> bool:
+        """Whether the claim's declared rule gives "reproduced" on exact values of its quantities
+        (one draw of a model's assumptions, in a sensitivity search)."""
+        if self.rule is None:
+            raise ValueError(f"claim '{self.id}' has no rule to evaluate")
+        q = {n: Quantity.exact(n, values[n]) for n in self.rule.quantities()}
+        return self.rule.evaluate(q, self.published).verdict == REPRODUCED
+
     def fingerprint(self) -> str:
         """Hash of what pre-registration freezes: rule, scale gate, published value, model flag, not_run."""
         frozen = {k: self.spec.get(k) for k in ("rule", "scale", "published", "modelled", "not_run")}
@@ -317,7 +325,7 @@ def judge(claim: Claim, quantities: Mapping[str, Quantity], *, unavailable: Mapp
     if sens:
         if sens in quantities:
             q = quantities[sens]
-            reason += f"; holds in {q.estimate:.0%} [{q.low:.0%}, {q.high:.0%}] of {q.n} draws of the assumptions"
+            reason += f"; holds in {q.estimate:.1%} [{q.low:.1%}, {q.high:.1%}] of {q.n} draws of the assumptions"
         else:
             reason += "; " + (unavailable.get(sens) or f"sensitivity '{sens}' not reported by this run")
     if claim.modelled.get("section"):

@@ -94,3 +94,33 @@ def alternation(trace: dict[str, np.ndarray]) -> Alternation:
     span = (t[-1] - t[t.shape[0] // 3]) if t.shape[0] > 3 else 0.0
     period = np.where(transitions >= 2, 2 * span / np.maximum(transitions, 1), np.inf)
     return Alternation(transitions, keep.mean(0), period)
+
+
+# the three circuits the chapter compares, and the short names of their quantities
+VARIANTS = {"STP + LTP": (True, True), "LTP only (no STP)": (False, True), "STP only (no LTP)": (True, False)}
+SHORT = {"STP + LTP": "both", "LTP only (no STP)": "no_stp", "STP only (no LTP)": "no_ltp"}
+
+
+def needs_both(search: dict[str, Alternation]) -> np.ndarray:
+    """Per parameter set: alternates with both plasticities and stops when either is removed."""
+    return search["STP + LTP"].alternates & ~search["LTP only (no STP)"].alternates & ~search["STP only (no LTP)"].alternates
+
+
+def sleep_wake_quantities(example: dict[str, Alternation], search: dict[str, Alternation]) -> list:
+    """What the sleep–wake claim reads, from the representative set and the random search
+    (both keyed by :data:`VARIANTS` labels):
+
+    ``example_transitions_<v>``  state changes of the representative circuit (exact; it
+                                 alternates at 4 or more);
+    ``alternates_<v>``           fraction of the search's parameter sets that alternate (Wilson);
+    ``needs_both_share``         fraction that alternate with both plasticities and stop when either
+                                 is removed (Wilson) — the per-set version of what the representative
+                                 set was chosen for.
+    ``<v>`` is ``both``, ``no_stp`` or ``no_ltp``."""
+    from compendium.book.quantities import Quantity
+
+    out = [Quantity.exact(f"example_transitions_{SHORT[k]}", float(a.transitions[0])) for k, a in example.items()]
+    out += [Quantity.rate(f"alternates_{SHORT[k]}", int(a.alternates.sum()), int(a.alternates.size)) for k, a in search.items()]
+    nb = needs_both(search)
+    out.append(Quantity.rate("needs_both_share", int(nb.sum()), int(nb.size)))
+    return out

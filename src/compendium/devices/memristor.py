@@ -179,3 +179,95 @@ def retention(params: SynapseParams | None = None, n_write: int = 20, n_read: in
     syn._relax(t + wait)
     return {"g_before": g0, "g_after_writes": during["g"], "u_after_train": during["u"], "x_after_train": during["x"],
             "g_after_wait": syn.state.g, "u_after_wait": syn.state.u, "x_after_wait": syn.state.x}
+
+
+# --- the claims' quantities, and how special the chosen parameters are -------------------------
+
+MAP_FREQUENCIES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)  # Hz, the chapter's map
+MAP_AMPLITUDES = (0.4, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0)  # V
+PROBE_AMPLITUDE, PROBE_FREQUENCY = 0.6, 20.0  # the row and column of the map the full-range claim reads
+# drawn in the robustness search; tau_retention stays infinite (non-volatile LTP is part of the model)
+DRAWN = ("U0", "U_slope", "V_ref", "tau_fac", "tau_rec", "g_min", "g_max", "alpha_p", "alpha_d", "V_gate_th")
+
+
+def concomitance(params: SynapseParams | None = None, wait: float = 3600.0) -> dict[str, float]:
+    """What the concomitant claim reads, for one parameter set (numerical zeros when it holds):
+
+    ``stp_left_after_wait``   max(|u|, |1 - x|) after writing and reading concurrently and waiting ``wait`` s;
+    ``ltp_lost_after_wait``   fraction of the written conductance change lost after the wait
+                              (1 when the writes changed nothing);
+    ``g_change_by_reads``     |Δg| (µS) after a 50 Hz read train alone;
+    ``stp_change_by_writes``  max(|u|, |1 - x|) after gate pulses alone."""
+    p = params or SynapseParams.load()
+    r = retention(p, wait=wait)
+    written = r["g_after_writes"] - r["g_before"]
+    lost = 1.0 - (r["g_after_wait"] - r["g_before"]) / written if written > 0 else 1.0
+    reads = ThreeTerminalSynapse(p)
+    for i in range(20):
+        reads.read(i * 0.02)
+    writes = ThreeTerminalSynapse(p)
+    for i in range(20):
+        writes.write(i * 0.01, 1.5 * p.V_gate_th)
+    return {"stp_left_after_wait": max(abs(r["u_after_wait"]), abs(1.0 - r["x_after_wait"])),
+            "ltp_lost_after_wait": abs(lost),
+            "g_change_by_reads": abs(reads.state.g - p.g_min),
+            "stp_change_by_writes": max(abs(writes.state.u), abs(1.0 - writes.state.x))}
+
+
+def modulation(params: SynapseParams | None = None, n_pulses: int = 10, frequencies=MAP_FREQUENCIES,
+               amplitudes=MAP_AMPLITUDES, probe_amplitude: float = PROBE_AMPLITUDE,
+               probe_frequency: float = PROBE_FREQUENCY) -> dict[str, float]:
+    """What the full-range claim reads: the lowest and highest train gain (:func:`train_gain`)
+    across ``frequencies`` at ``probe_amplitude`` and across ``amplitudes`` at ``probe_frequency``
+    (below 1: depression, above 1: facilitation)."""
+    by_f = [train_gain(f, probe_amplitude, n_pulses, params) for f in frequencies]
+    by_a = [train_gain(probe_frequency, a, n_pulses, params) for a in amplitudes]
+    return {"gain_min_by_frequency": min(by_f), "gain_max_by_frequency": max(by_f),
+            "gain_min_by_intensity": min(by_a), "gain_max_by_intensity": max(by_a)}
+
+
+def exact_quantities(values: dict[str, float]) -> list:
+    """Deterministic model outputs as exact quantities."""
+    from compendium.book.quantities import Quantity
+
+    return [Quantity.exact(k, v) for k, v in values.items()]
+
+
+def random_synapses(n: int, seed: int = 0, factor: float = 2.0, base: SynapseParams | None = None) -> list[SynapseParams]:
+    """``n`` parameter sets around ``base`` (default: the chosen one): each parameter in
+    :data:`DRAWN` drawn log-uniformly within ``[value / factor, value × factor]``, independently
+    (seeded); ``tau_retention`` kept. ``g_max`` is kept above ``g_min``."""
+    base = base or SynapseParams.load()
+    rng = np.random.default_rng(seed)
+    logf = rng.uniform(-math.log(factor), math.log(factor), size=(int(n), len(DRAWN)))
+    out = []
+    for row in logf:
+        kw = {k: getattr(base, k) * math.exp(x) for k, x in zip(DRAWN, row)}
+        kw["g_max"] = max(kw["g_max"], kw["g_min"] * 1.01)
+        out.append(SynapseParams(**{**{f.name: getattr(base, f.name) for f in fields(SynapseParams)}, **kw}))
+    return out
+
+
+def synapse_robustness(claims, draws: int, seed: int = 0, n_pulses: int = 10, factor: float = 2.0):
+    """For the synapse claims (``concomitant``, ``full_range``): the fraction of random parameter
+    sets (:func:`random_synapses`) under which each claim's declared rule holds, with the
+    protocol and probe points unchanged — a rate with a Wilson interval, named by the claim's
+    ``modelled.sensitivity``. Returns ``(quantities, table)``, the table one row per draw."""
+    import pandas as pd
+
+    from compendium.book.quantities import Quantity
+
+    readers = {"concomitant": lambda p: concomitance(p), "full_range": lambda p: modulation(p, n_pulses)}
+    chosen = {c.id: c for c in claims if c.id in readers and c.rule is not None and c.modelled
+              and c.modelled.get("sensitivity")}
+    rows = []
+    for p in random_synapses(draws, seed, factor):
+        row = {k: getattr(p, k) for k in DRAWN}
+        for cid, c in chosen.items():
+            values = readers[cid](p)
+            row.update(values)
+            row[f"holds {cid}"] = c.holds_on(values)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return [Quantity.rate(c.modelled["sensitivity"], int(table[f"holds {cid}"].sum()), int(draws))
+            for cid, c in chosen.items()], table

@@ -226,3 +226,177 @@ def sensitivity(layers: list[LayerWorkload], factor: float = 2.0, cfg: H2LearnCo
     df["energy change"] = df["energy_saving"] / base["energy_saving"]
     df["area change"] = df["area_saving"] / base["area_saving"]
     return df
+
+
+# --- robustness of the modelled claims to the assumptions ------------------------------------
+
+TECHNIQUES = {"lut": {"lut": False}, "dual_sparsity": {"dual_sparsity": False}, "pipeline": {"pipeline": False}}
+_CAPPED = {("h2learn", "utilisation"), ("v100", "efficiency")}  # fractions: never above 1
+
+
+def constants(table: dict | None = None) -> list[dict]:
+    """Every numeric constant of the model (``lut_group`` aside: it is a chapter parameter) as
+    ``{section, name, value, provenance, assumed}``; ``assumed`` when its provenance begins
+    with "assumed" (the values the random search draws)."""
+    table = table or _table()
+    out = []
+    for section in ("h2learn", "v100"):
+        for name, entry in table[section].items():
+            if name == "lut_group":
+                continue
+            prov = str(entry["provenance"])
+            out.append({"section": section, "name": name, "value": float(entry["value"]), "provenance": prov,
+                        "assumed": prov.strip().lower().startswith("assumed")})
+    return out
+
+
+def scaled(cfg: H2LearnConfig, gpu: GPUConfig, factors: dict[tuple[str, str], float]) -> tuple[H2LearnConfig, GPUConfig]:
+    """``cfg`` and ``gpu`` with each named constant ``(section, name)`` multiplied by its factor;
+    PE counts are rounded (at least 1), utilisation and GPU efficiency capped at 1."""
+    kw: dict[str, dict[str, float]] = {"h2learn": {}, "v100": {}}
+    for (section, name), f in factors.items():
+        v = getattr(cfg if section == "h2learn" else gpu, name) * f
+        if (section, name) in _CAPPED:
+            v = min(v, 1.0)
+        if name.endswith("pes"):
+            v = max(1, int(round(v)))
+        kw[section][name] = v
+    return cfg.with_(**kw["h2learn"]), replace(gpu, **kw["v100"])
+
+
+def claim_metrics(workloads: dict[str, list[LayerWorkload]], cfg: H2LearnConfig, gpu: GPUConfig) -> dict[str, float]:
+    """The modelled numbers the chapter's claims read, over all ``workloads``:
+
+    ``speedup_lowest`` / ``speedup_highest`` and ``energy_saving_lowest`` / ``energy_saving_highest``
+    (the two ends of the span over the workloads), ``area_saving``, and for each technique
+    ``<technique>_gain_min``: the smallest, over the workloads, of the speedup with every technique
+    on divided by the speedup with that technique switched off (above 1: it helps on every workload)."""
+    on = {w: compare(layers, cfg, gpu) for w, layers in workloads.items()}
+    sp = [r["speedup"] for r in on.values()]
+    en = [r["energy_saving"] for r in on.values()]
+    m = {"speedup_lowest": min(sp), "speedup_highest": max(sp), "energy_saving_lowest": min(en),
+         "energy_saving_highest": max(en), "area_saving": gpu.die_mm2 / area_mm2(cfg)}
+    for tech, off in TECHNIQUES.items():
+        m[f"{tech}_gain_min"] = min(on[w]["speedup"] / compare(layers, cfg.with_(**off), gpu)["speedup"]
+                                    for w, layers in workloads.items())
+    return m
+
+
+def metric_quantities(metrics: dict[str, float]) -> list:
+    """The metrics as exact quantities (deterministic model outputs from declared constants)."""
+    from compendium.book.quantities import Quantity
+
+    return [Quantity.exact(k, v, "x" if not k.endswith("gain_min") else "") for k, v in metrics.items()]
+
+
+def _sensitive(claims) -> list:
+    return [c for c in claims if c.rule is not None and c.modelled and c.modelled.get("sensitivity")]
+
+
+def assumption_search(workloads: dict[str, list[LayerWorkload]], claims, cfg: H2LearnConfig | None = None,
+                      gpu: GPUConfig | None = None, draws: int = 2000, factor: float = 2.0, seed: int = 0):
+    """Random search over the assumed constants: each drawn log-uniformly in
+    ``[value / factor, value × factor]`` (independently, seeded), the sourced ones held.
+
+    For every claim with a ``modelled.sensitivity`` quantity, measures the fraction of draws
+    under which its declared rule holds ("reproduced" on that draw's exact metrics), as a rate
+    with a Wilson interval named by that quantity. Returns ``(quantities, draws_table)``; the
+    table has one row per draw: the log2 factor of each assumed constant, the metrics, and
+    whether each claim held."""
+    import numpy as np
+    import pandas as pd
+
+    from compendium.book.quantities import Quantity
+
+    cfg = cfg or H2LearnConfig.load()
+    gpu = gpu or GPUConfig.load()
+    drawn = [(c["section"], c["name"]) for c in constants() if c["assumed"]]
+    rng = np.random.default_rng(seed)
+    logf = rng.uniform(-np.log(factor), np.log(factor), size=(int(draws), len(drawn)))
+    sens = _sensitive(claims)
+    rows = []
+    for i in range(int(draws)):
+        c2, g2 = scaled(cfg, gpu, {k: float(np.exp(x)) for k, x in zip(drawn, logf[i])})
+        m = claim_metrics(workloads, c2, g2)
+        row = {f"log2 {s}.{n}": float(x / np.log(2)) for (s, n), x in zip(drawn, logf[i])}
+        row.update(m)
+        row.update({f"holds {c.id}": c.holds_on(m) for c in sens})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    quantities = [Quantity.rate(c.modelled["sensitivity"], int(table[f"holds {c.id}"].sum()), int(draws)) for c in sens]
+    return quantities, table
+
+
+def _runs(mask) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for i, m in enumerate(list(mask) + [False]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    return runs
+
+
+def assumption_margins(workloads: dict[str, list[LayerWorkload]], claims, cfg: H2LearnConfig | None = None,
+                       gpu: GPUConfig | None = None, span: float = 16.0, points: int = 161):
+    """One constant at a time (the others at their table values), multiplied by factors from
+    ``1/span`` to ``span`` (log grid): for each claim with a sensitivity quantity, the range of
+    factors within which its declared rule holds, and how far the constant can move before the
+    claim's verdict under the model changes (``flip``: the factor nearest 1 at which it does;
+    ``None`` when it never does on the grid). Returns a long table, one row per constant and claim."""
+    import numpy as np
+    import pandas as pd
+
+    cfg = cfg or H2LearnConfig.load()
+    gpu = gpu or GPUConfig.load()
+    grid = np.geomspace(1 / span, span, points)
+    one = int(np.argmin(np.abs(np.log(grid))))
+    grid[one] = 1.0
+    sens = _sensitive(claims)
+    rows = []
+    for const in constants():
+        key = (const["section"], const["name"])
+        held = {c.id: [] for c in sens}
+        for f in grid:
+            m = claim_metrics(workloads, *scaled(cfg, gpu, {key: float(f)}))
+            for c in sens:
+                held[c.id].append(c.holds_on(m))
+        for c in sens:
+            h = np.array(held[c.id])
+            flips = [f for f, x in zip(grid, h) if x != h[one]]
+            flip = min(flips, key=lambda f: abs(np.log(f))) if flips else None
+            runs = _runs(h)
+            if not runs:
+                where = f"never in 1/{span:g}–{span:g}×"
+            else:
+                near = min(runs, key=lambda r: 0 if r[0] <= one <= r[1] else min(abs(np.log(grid[r[0]])), abs(np.log(grid[r[1]]))))
+                lo = "≤1/%g" % span if near[0] == 0 else f"{grid[near[0]]:.2g}"
+                hi = "≥%g" % span if near[1] == points - 1 else f"{grid[near[1]]:.2g}"
+                where = ("holds for ×" if h[one] else "holds only for ×") + f"{lo}–{hi}" + \
+                    (f" (and {len(runs) - 1} other range{'s' if len(runs) > 2 else ''})" if len(runs) > 1 else "")
+            rows.append({"constant": f"{const['section']}.{const['name']}", "value": const["value"],
+                         "assumed": const["assumed"], "claim": c.id, "holds at ×1": bool(h[one]),
+                         "flip": flip, "distance (log2)": abs(float(np.log2(flip))) if flip else np.inf, "where": where})
+    return pd.DataFrame(rows)
+
+
+def margin_table(margins):
+    """:func:`assumption_margins` as one row per constant that changes some claim's outcome on
+    the grid: where each claim holds, the factor nearest 1 at which an outcome changes, and how
+    far that is (``×`` the larger of the factor and its inverse); sorted so that the constants
+    the conclusions depend on most come first. Returns ``(table, unmoved)``: ``unmoved`` lists
+    the constants that change no claim's outcome anywhere on the grid."""
+    import numpy as np
+
+    by = margins.groupby("constant", sort=False)
+    nearest = by["distance (log2)"].min().sort_values(kind="stable")
+    moved = [c for c in nearest.index if np.isfinite(nearest[c])]
+    unmoved = [c for c in nearest.index if not np.isfinite(nearest[c])]
+    table = margins.pivot(index="constant", columns="claim", values="where").loc[moved]
+    flips = margins.dropna(subset=["flip"]).sort_values("distance (log2)").drop_duplicates("constant").set_index("constant")
+    table.insert(0, "move needed (×)", [2 ** nearest[c] for c in moved])
+    table.insert(0, "first change at ×", [flips.loc[c, "flip"] for c in moved])
+    table.insert(0, "assumed", by["assumed"].first().loc[moved])
+    table.columns.name = None
+    return table, unmoved
