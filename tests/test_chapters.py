@@ -33,6 +33,13 @@ def test_quick_profile_runs_and_judges_every_claim(quick_outputs, chapter):
     assert rec["data"] or rec["numbers"], "a chapter records what ran"
     assert rec["scale"], "a chapter says what scale ran"
     assert all(c["verdict"] in VERDICTS for c in rec["claims"])
+    # every quantity a claim's rule reads was either measured or declared unavailable with a reason
+    from compendium.book.claims import PaperClaims
+
+    claims = PaperClaims.load(project.claims_file(chapter))
+    known = set(rec["quantities"]) | set(rec["unavailable"])
+    silent = sorted(claims.quantity_names() - known)
+    assert not silent, f"{chapter}: claims read quantities the run neither measured nor declared unavailable: {silent}"
     on_disk = json.loads(project.record(chapter).read_text())
     assert on_disk["inputs_hash"] == rec["inputs_hash"]
 
