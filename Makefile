@@ -37,6 +37,7 @@ book: $(STAMP)
 # Twice: with glibc's defaults, and with its mmap threshold raised so that the large per-step
 # buffers are reused instead of page-faulted in afresh every step (applies to all three alike).
 bench: $(STAMP)
+	$(BIN)/python bench/ratios.py
 	$(BIN)/python bench/step_time.py
 	MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912 $(BIN)/python bench/step_time.py
 
