@@ -18,7 +18,13 @@ spline of the exposure, matched sets as strata. Variance: a sandwich ``B⁻¹ A 
 stacked estimating equations — each study's two calibration equations and each matched set's
 conditional score — with the matched set as the independent unit (calibration subjects are
 controls inside sets), so calibration uncertainty reaches the spline coefficients. ``B`` is
-the Jacobian of the summed equations, by central differences.
+the Jacobian of the summed equations: ``-I(β)`` and ``-Σ DᵀD`` analytically, the score's
+derivative in the calibration parameters by central differences (:func:`fit_pooled`).
+
+The engine (:class:`PooledArrays`, :func:`fit_pooled`) is general: matched sets of any size with
+any number of cases (exact conditional likelihood), covariates in the outcome model and in the
+calibration model (``X = a_k + b_k W + c_kᵀ V``). :func:`fit` runs it on the simulator's frame;
+:mod:`compendium.stats.pooling` on a user's data frame, with checks.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from compendium.book.quantities import Quantity
-from compendium.stats.clogit import as_sets, fit_clogit, set_scores
+from compendium.stats.clogit import MatchedSets, cond_information, cond_scores, fit_clogit
 from compendium.stats.splines import rcs_basis
 
 METHODS = ("naive", "internalized", "full")
@@ -144,53 +150,171 @@ class SplineFit:
         return C @ self.beta, np.sqrt(np.einsum("gp,pq,gq->g", C, V, C))
 
 
-def _stacked(theta: np.ndarray, df: pd.DataFrame, method: str, studies: list[int], knots: np.ndarray,
-             set_index: np.ndarray, n_sets: int, p: int) -> np.ndarray:
-    """Per-set stacked estimating functions ``[S, p + 2m]`` at ``theta = (beta, a_1, b_1, ...)``."""
-    beta = theta[:p]
-    calib = {k: (theta[p + 2 * i], theta[p + 2 * i + 1]) for i, k in enumerate(studies)}
-    z = rcs_basis(exposure(df, method, calib), knots)
-    Z, c, _ = as_sets(z, df.case.to_numpy(), df.set.to_numpy())
-    psi = np.zeros((n_sets, p + 2 * len(studies)))
-    psi[:, :p] = set_scores(beta, Z, c)
-    W, X, st = df.W.to_numpy(float), df.X.to_numpy(float), df.study.to_numpy()
-    sub = df.H.to_numpy() == 1
-    for i, k in enumerate(studies):
-        rows = np.nonzero(sub & (st == k))[0]
-        a, b = calib[k]
-        r = X[rows] - a - b * W[rows]
-        np.add.at(psi[:, p + 2 * i], set_index[rows], r)
-        np.add.at(psi[:, p + 2 * i + 1], set_index[rows], r * W[rows])
-    return psi
+@dataclass
+class PooledArrays:
+    """A pooled nested case-control data set as arrays (one row per person); what
+    :func:`fit_pooled` works on. :class:`compendium.stats.pooling.PooledSplineModel` builds it from a
+    data frame with checks and messages; :func:`fit` from the simulator's frame.
+
+    ``study``: codes ``0..K-1``; ``reference[k]``: study ``k`` measured everyone in the reference
+    laboratory; ``W`` local and ``X`` reference measurements (NaN where not measured);
+    ``H``: 2 in reference studies, 1 for the calibration subset (``X`` and ``W`` measured), 0 otherwise;
+    ``V`` ``[n, r]`` calibration-model covariates; ``Zc`` ``[n, q]`` outcome-model covariates;
+    ``unit``: group codes ``0..G-1`` of the matched sets, the independent units of the sandwich;
+    ``sets`` the informative sets (ids are unit codes)."""
+
+    study: np.ndarray
+    reference: np.ndarray
+    W: np.ndarray
+    X: np.ndarray
+    H: np.ndarray
+    case: np.ndarray
+    unit: np.ndarray
+    V: np.ndarray
+    Zc: np.ndarray
+    sets: MatchedSets
+    covariate_names: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, study, reference, W, X, H, case, unit, V=None, Zc=None, covariate_names=()) -> "PooledArrays":
+        n = len(study)
+        V = np.zeros((n, 0)) if V is None else np.asarray(V, float).reshape(n, -1)
+        Zc = np.zeros((n, 0)) if Zc is None else np.asarray(Zc, float).reshape(n, -1)
+        unit = np.asarray(unit)
+        return cls(np.asarray(study), np.asarray(reference, bool), np.asarray(W, float), np.asarray(X, float),
+                   np.asarray(H), np.asarray(case), unit, V, Zc, MatchedSets.from_groups(np.asarray(case), unit),
+                   tuple(covariate_names))
+
+    def design(self, rows: np.ndarray) -> np.ndarray:
+        """Calibration-model design ``(1, W, V)`` at ``rows``."""
+        return np.column_stack([np.ones(len(rows)), self.W[rows], self.V[rows]])
+
+    @property
+    def calibrated_studies(self) -> list[int]:
+        return [k for k in range(len(self.reference)) if not self.reference[k]]
+
+
+def calibration_lines(data: PooledArrays) -> dict[int, np.ndarray]:
+    """``{study: γ_k}``: least squares of ``X`` on ``(1, W, V)`` in each non-reference study's subset."""
+    out = {}
+    for k in data.calibrated_studies:
+        rows = np.flatnonzero((data.study == k) & (data.H == 1))
+        out[k] = np.linalg.lstsq(data.design(rows), data.X[rows], rcond=None)[0]
+    return out
+
+
+def pooled_exposure(data: PooledArrays, method: str, gamma: dict[int, np.ndarray]) -> np.ndarray:
+    """The exposure each method gives every row (see the module docstring)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    ref = data.H == 2
+    x = np.where(ref, data.X, data.W)
+    if method == "naive":
+        return x
+    for k, g in gamma.items():
+        rows = np.flatnonzero(data.study == k)
+        x[rows] = data.design(rows) @ g
+    if method == "internalized":
+        measured = data.H == 1
+        x[measured] = data.X[measured]
+    return x
+
+
+@dataclass
+class PooledFit:
+    """What :func:`fit_pooled` returns. ``params``/``cov_*`` cover the spline terms then the outcome
+    covariates (NaN where not estimable); ``gamma`` the calibration lines; ``cov_full`` the sandwich
+    of every stacked parameter in the order of ``names``."""
+
+    method: str
+    knots: np.ndarray
+    params: np.ndarray
+    cov_model: np.ndarray
+    cov_sandwich: np.ndarray | None
+    gamma: dict[int, np.ndarray]
+    names: list[str]
+    cov_full: np.ndarray | None
+    exposure: np.ndarray
+    estimable: np.ndarray
+    notes: list[str]
+    n_spline: int
+
+
+def fit_pooled(data: PooledArrays, method: str, knots: np.ndarray, sandwich: bool = True, engine: str = "newton",
+               robust_naive: bool = True, names: list[str] | None = None) -> PooledFit:
+    """Calibrate (unless naive), fit the spline conditional logit (exact likelihood for tied cases)
+    and compute the stacked sandwich covariance with the matched set as the independent unit.
+
+    Stacked parameters ``θ = (β, γ_k for each non-reference study)``; per unit ``u`` the estimating
+    functions are its set's conditional score ``U_u(β; γ)`` and, for each study, ``Σ (X_i - D_iγ_k) D_i``
+    over its calibration subjects in ``u`` (``D = (1, W, V)``). ``V = B⁻¹ A B⁻ᵀ`` with
+    ``A = Σ_u ψ_u ψ_uᵀ``; ``B``'s blocks are ``-I(β)`` (the conditional information), ``∂U/∂γ`` (central
+    differences) and ``-Σ DᵢᵀDᵢ``. For naive (no calibration) this is the robust sandwich of the
+    conditional logit alone (or, with ``robust_naive=False``, nothing: only the model-based covariance)."""
+    knots = np.asarray(knots, float)
+    gamma = calibration_lines(data) if method != "naive" else {}
+    x = pooled_exposure(data, method, gamma)
+    sets = data.sets
+    p_s = len(knots) - 1
+    z = np.column_stack([rcs_basis(x, knots), data.Zc])
+    nm = names or [f"spline_{j + 1}" for j in range(p_s)] + list(data.covariate_names)
+    res = fit_clogit(z, data.case, data.unit, engine=engine, names=nm, sets=sets)
+    est = res.estimable
+    keep = np.ones(sets.n_sets, bool)
+    keep[res.dropped_sets] = False
+    sub = MatchedSets(sets.ids[keep], sets.rows[keep], sets.case[keep], sets.n_case[keep], sets.n_rows)
+    beta = res.params[est]
+    p = len(beta)
+    studies = sorted(gamma)
+    cov_s = cov_full = None
+    if sandwich and (method != "naive" or robust_naive) and p > 0:
+        G = int(data.unit.max()) + 1
+        sizes = [len(gamma[k]) for k in studies]
+        P = p + sum(sizes)
+        offs = np.cumsum([p] + sizes)[:-1]
+
+        def scores(g: dict[int, np.ndarray]) -> np.ndarray:
+            zz = np.column_stack([rcs_basis(pooled_exposure(data, method, g), knots), data.Zc])[:, est]
+            return cond_scores(beta, sub.gather(zz), sub)
+
+        psi = np.zeros((G, P))
+        psi[sub.ids, :p] = scores(gamma)
+        B = np.zeros((P, P))
+        zz = np.column_stack([rcs_basis(x, knots), data.Zc])[:, est]
+        B[:p, :p] = -cond_information(beta, sub.gather(zz), sub)
+        for k, o, d in zip(studies, offs, sizes):
+            rows = np.flatnonzero((data.study == k) & (data.H == 1))
+            D = data.design(rows)
+            r = data.X[rows] - D @ gamma[k]
+            np.add.at(psi[:, o:o + d], data.unit[rows], r[:, None] * D)
+            B[o:o + d, o:o + d] = -D.T @ D
+            for j in range(d):
+                h = 1e-5 * max(1.0, abs(gamma[k][j]))
+                up, dn = dict(gamma), dict(gamma)
+                up[k] = gamma[k].copy(); up[k][j] += h
+                dn[k] = gamma[k].copy(); dn[k][j] -= h
+                B[:p, o + j] = (scores(up).sum(0) - scores(dn).sum(0)) / (2 * h)
+        A = psi.T @ psi
+        Binv = np.linalg.inv(B)
+        cov_full = Binv @ A @ Binv.T
+        cov_s = np.full((len(est), len(est)), np.nan)
+        cov_s[np.ix_(est, est)] = cov_full[:p, :p]
+    return PooledFit(method, knots, res.params, res.cov_model, cov_s, gamma, nm, cov_full, x, est, res.notes, p_s)
 
 
 def fit(df: pd.DataFrame, method: str, knots: np.ndarray, sandwich: bool = True, engine: str = "newton") -> SplineFit:
-    """Calibrate (unless naive), fit the spline conditional logit, and (for the calibrated
-    methods) compute the stacked sandwich covariance."""
-    calib = calibration_fits(df) if method != "naive" else {}
-    x = exposure(df, method, calib)
-    z = rcs_basis(x, knots)
-    res = fit_clogit(z, df.case.to_numpy(), df.set.to_numpy(), engine=engine)
-    p = len(res.params)
-    cov_s = None
-    if sandwich and method != "naive":
-        studies = sorted(calib)
-        theta = np.concatenate([res.params, *[calib[k] for k in studies]])
-        _, set_index = np.unique(df.set.to_numpy(), return_inverse=True)
-        n_sets = set_index.max() + 1
-        f = lambda th: _stacked(th, df, method, studies, knots, set_index, n_sets, p)
-        psi = f(theta)
-        A = psi.T @ psi
-        B = np.empty((len(theta), len(theta)))
-        for j in range(len(theta)):
-            h = 1e-5 * max(1.0, abs(theta[j]))
-            up, dn = theta.copy(), theta.copy()
-            up[j] += h
-            dn[j] -= h
-            B[:, j] = (f(up).sum(0) - f(dn).sum(0)) / (2 * h)
-        Binv = np.linalg.inv(B)
-        cov_s = (Binv @ A @ Binv.T)[:p, :p]
-    return SplineFit(method, res.params, res.cov_model, cov_s, np.asarray(knots, float), calib)
+    """The simulator's frame (``study``, ``set`` unique across studies, ``case``, ``W``, ``X``, ``H``):
+    calibrate (unless naive), fit the spline conditional logit, and (for the calibrated methods)
+    compute the stacked sandwich covariance (:func:`fit_pooled`; naive: model-based only)."""
+    study = df.study.to_numpy()
+    K = int(study.max()) + 1
+    H = df.H.to_numpy()
+    reference = np.array([bool(np.all(H[study == k] == 2)) if np.any(study == k) else False for k in range(K)])
+    _, unit = np.unique(df.set.to_numpy(), return_inverse=True)
+    data = PooledArrays.build(study, reference, df.W.to_numpy(float), df.X.to_numpy(float), H, df.case.to_numpy(), unit)
+    f = fit_pooled(data, method, knots, sandwich=sandwich, engine=engine, robust_naive=False)
+    calib = {k: (float(g[0]), float(g[1])) for k, g in f.gamma.items()}
+    return SplineFit(method, f.params, f.cov_model, f.cov_sandwich, np.asarray(knots, float), calib)
 
 
 def one_replicate(args: tuple[Design, int, np.ndarray, float]) -> list[dict]:

@@ -17,10 +17,27 @@ from __future__ import annotations
 import numpy as np
 
 
-def quantile_knots(x: np.ndarray, probs: tuple[float, ...] = (0.05, 0.35, 0.65, 0.95)) -> np.ndarray:
+# Harrell's default knot quantiles (Regression Modeling Strategies, table 2.3; Hmisc::rcspline.eval)
+HARRELL_QUANTILES = {
+    3: (0.10, 0.50, 0.90),
+    4: (0.05, 0.35, 0.65, 0.95),
+    5: (0.05, 0.275, 0.50, 0.725, 0.95),
+    6: (0.05, 0.23, 0.41, 0.59, 0.77, 0.95),
+    7: (0.025, 0.1833, 0.3417, 0.50, 0.6583, 0.8167, 0.975),
+}
+
+
+def quantile_knots(x: np.ndarray, probs: tuple[float, ...] | int = (0.05, 0.35, 0.65, 0.95)) -> np.ndarray:
+    """Knots at quantiles of ``x`` (numpy's default, R's ``type = 7``); an integer ``k`` (3-7) takes
+    Harrell's default quantiles for ``k`` knots."""
+    if isinstance(probs, (int, np.integer)):
+        if int(probs) not in HARRELL_QUANTILES:
+            raise ValueError(f"a number of knots must be 3 to 7 (Harrell's defaults), got {probs}; pass knot values instead")
+        probs = HARRELL_QUANTILES[int(probs)]
     k = np.quantile(np.asarray(x, float), probs)
     if np.any(np.diff(k) <= 0):
-        raise ValueError(f"knots must increase strictly; got {k} from probabilities {probs}")
+        raise ValueError(f"knots must increase strictly; got {k} from probabilities {probs} "
+                         "(the exposure has too few distinct values for that many knots)")
     return k
 
 
