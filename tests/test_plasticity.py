@@ -1,7 +1,9 @@
-"""Hybrid global-local plasticity: the layer against a hand-written reference, the modes, the
-two-timescale optimiser, episodes and damage."""
+"""Hybrid global-local plasticity: the layer against a hand-written reference (both its paths),
+the modes, the two-timescale optimiser, firing at initialisation, equal tuning trials, episodes,
+the prototype baseline and damage."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -136,3 +138,130 @@ def test_claim_quantities_pair_by_seed():
                        for m in ("gp", "hp") for s in (0, 1) for a in (0, 1) for t in range(a + 1)])
     q = {x.name: x for x in X.task_quantities(mt)}
     assert q["mt_gp"].samples == pytest.approx((0.85, 0.85)) and q["mt_hp"].estimate == pytest.approx(0.86)
+
+
+def _grads(layer):
+    return [p.grad.clone() for p in layer.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_constant_input_path_matches_the_step_loop(persistent):
+    # direct coding repeats one input over T steps (a broadcast view): the layer then takes the
+    # Gram-matrix recurrence; it must agree with the general loop (values, final trace, gradients)
+    torch.manual_seed(2)
+    fast = PlasticLIF(30, 20, "hp", persistent=persistent, alpha=0.5, beta=0.05)
+    slow = PlasticLIF(30, 20, "hp", persistent=persistent, alpha=0.5, beta=0.05)
+    slow.load_state_dict(fast.state_dict())
+    if persistent:
+        fast.trace.uniform_(-1, 1)
+        slow.trace.copy_(fast.trace)
+    x0 = torch.rand(16, 30)
+    x_view = x0.unsqueeze(0).expand(6, 16, 30)
+    assert x_view.stride(0) == 0 and fast._clip_cannot_bind(x0, 6)
+    o_f, u_f = fast(x_view, return_membrane=True)
+    o_s, u_s = slow(x_view.contiguous(), return_membrane=True)  # a copy: the general loop
+    assert torch.equal(o_f, o_s)
+    assert torch.allclose(u_f, u_s, atol=1e-5)
+    assert torch.allclose(fast.trace, slow.trace, atol=1e-6)
+    (o_f.sum() + u_f.pow(2).sum()).backward()
+    (o_s.sum() + u_s.pow(2).sum()).backward()
+    for g_f, g_s in zip(_grads(fast), _grads(slow)):
+        assert torch.allclose(g_f, g_s, rtol=1e-4, atol=1e-5 * float(g_s.abs().max()))
+    # and the official update agrees with the fast path too
+    ref = PlasticLIF(30, 20, "hp", persistent=True, alpha=0.5, beta=0.05)
+    ref.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        ref_spikes, ref_trace = reference(ref, x_view)
+        assert torch.equal(ref(x_view), ref_spikes)
+        assert torch.allclose(ref.trace, ref_trace, atol=1e-6)
+
+
+def test_constant_input_path_is_not_taken_when_the_clip_can_bind():
+    layer = PlasticLIF(10, 4, "hp", beta=1.0)
+    x0 = torch.ones(3, 10)
+    assert not layer._clip_cannot_bind(x0, 5)  # 5 steps of increments up to 1 can reach the clip at 4
+    assert PlasticLIF(10, 4, "hp", beta=0.01)._clip_cannot_bind(x0, 5)
+    with torch.no_grad():
+        spikes, trace = reference(layer, x0.unsqueeze(0).expand(5, 3, 10))
+        assert torch.equal(layer(x0.unsqueeze(0).expand(5, 3, 10)), spikes)
+        assert torch.allclose(layer.trace, trace, atol=1e-6)
+        assert float(layer.trace.abs().max()) == pytest.approx(4.0)  # the clip did bind
+
+
+@pytest.mark.parametrize("hidden", [256, 512])
+def test_every_variant_fires_at_initialisation_in_the_default_settings(hidden):
+    # MNIST-like inputs: about a fifth of the pixels lit, values in [0, 1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 1, 28, 28, generator=g) * (torch.rand(200, 1, 28, 28, generator=g) < 0.2)
+    setup = X.Setup(hidden=hidden)
+    rates = X.init_firing_rates(("gp", "lp", "hp"), x, setup)
+    assert set(rates) == {"gp", "lp", "hp"}
+    for mode, r in rates.items():
+        assert 0.01 < r < 0.99, f"{mode} hidden layer fires at rate {r} at initialisation"
+    # the check leaves a persistent trace as it found it
+    m = HybridMLP((784, 16, 10), "hp", T=3)
+    from compendium.plasticity import firing_rates
+    firing_rates(m, x[:10])
+    assert m.hidden.trace.abs().sum() == 0
+
+
+def test_setup_with_lr_keeps_the_meta_local_ratio():
+    s = X.Setup(lr=1e-3, meta_lr=5e-4).with_lr(3e-3)
+    assert s.lr == pytest.approx(3e-3) and s.meta_lr == pytest.approx(1.5e-3)
+
+
+def _toy_images(n=240, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = 0.1 * torch.rand(n, 1, 6, 6, generator=g)
+    for c in range(3):
+        x[y == c, 0, 2 * c:2 * c + 2] += 0.9  # each class lights its own rows
+    return x, y
+
+
+def test_mlp_tuning_gives_every_mode_the_same_trials_and_trains_the_chosen_rates():
+    x, y = _toy_images()
+    setup = X.Setup(hidden=16, T=2, epochs=1, batch_size=20)
+    trials, chosen = X.tune_mlp_lr(("gp", "hp"), (x, y), setup, (1e-3, 1e-2), tune_epochs=1, in_features=36)
+    assert sorted(trials["mode"].unique()) == ["gp", "hp"]
+    for mode, sub in trials.groupby("mode"):
+        assert sorted(sub["lr"]) == [1e-3, 1e-2]
+        best = sub.sort_values(["val_acc", "lr"], ascending=[False, True]).iloc[0]["lr"]
+        assert chosen[mode] == best
+    _, single = X.tune_mlp_lr(("gp", "lp"), (x, y), setup, (5e-3,), tune_epochs=1, in_features=36)
+    assert single == {"gp": 5e-3, "lp": 5e-3}
+    models, acc = X.train_modes(("gp", "hp"), (x, y), (x[:60], y[:60]), setup, chosen, [0, 1], in_features=36)
+    assert set(models) == {("gp", 0), ("gp", 1), ("hp", 0), ("hp", 1)}
+    assert (acc.groupby("mode")["lr"].first() == pd.Series(chosen)).all()
+    q = {v.name: v for v in X.accuracy_quantities(acc, "toy_")}
+    assert q["toy_gp"].n == 2 and q["toy_gp"].samples == tuple(acc[acc["mode"] == "gp"].sort_values("seed")["test_acc"])
+
+
+def test_prototypes_take_the_nearest_class_mean():
+    # identity features; class j's support drawings sit around e_j, the query near e_target
+    feats = torch.nn.Identity()
+    eye = torch.eye(3)
+    sx = torch.stack([eye[[0, 0, 1, 1, 2, 2]] + 0.1 * torch.randn(6, 3) for _ in range(20)])  # [E, 6, 3]
+    sy = torch.tensor([0, 0, 1, 1, 2, 2]).repeat(20, 1)
+    qy = torch.arange(20) % 3
+    qx = eye[qy] + 0.05
+    hits = X.prototype_hits(feats, (sx, sy, qx, qy), n_way=3)
+    assert hits.dtype == bool and hits.shape == (20,) and hits.all()
+    wrong = X.prototype_hits(feats, (sx, sy, eye[(qy + 1) % 3], qy), n_way=3)
+    assert not wrong.any()
+    q = X.fewshot_quantity("fs_x", np.array([True, False, True, True]))
+    assert q.method == "wilson" and q.estimate == 0.75 and q.samples == (1.0, 0.0, 1.0, 1.0)
+    d = X.paired_difference(q, X.fewshot_quantity("fs_y", np.array([False, False, True, False])))
+    assert d.method == "paired t" and d.estimate == pytest.approx(0.5)
+    assert X.half_width(d) > 0
+
+
+def test_fewshot_tuning_gives_hp_and_gp_features_the_same_trials():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(12).repeat_interleave(6)
+    images = torch.rand(72, 1, 28, 28, generator=g)
+    trials, chosen = X.tune_fewshot_lr(images, labels, np.arange(12), (1e-3, 3e-3), n_way=3, k_shot=1, val_classes=4,
+                                       tune_episodes=32, tune_feature_epochs=1, val_episodes=20)
+    assert sorted(trials["model"].unique()) == ["gp", "hp"]
+    assert all(sorted(sub["lr"]) == [1e-3, 3e-3] for _, sub in trials.groupby("model"))
+    assert set(chosen) == {"hp", "gp"} and set(chosen.values()) <= {1e-3, 3e-3}

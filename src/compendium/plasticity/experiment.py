@@ -6,18 +6,26 @@
    own fault-tolerance test, accuracy under input noise.
 2. Few-shot: N-way K-shot episodes on held-out Omniglot characters; the HP output layer binds
    support labels into its Hebbian trace within the episode (the label is fed as current);
-   GP baselines: the same net without a trace (it cannot use the support set) and a GP net
-   whose readout is fitted to the support set by gradient steps.
+   GP baselines: the same net without a trace (it cannot use the support set, context only),
+   and two readouts of a feature extractor trained by ordinary classification of the training
+   characters: a linear readout fitted to the support set by gradient steps, and the nearest
+   class mean of the support features (prototypes, Snell et al. 2017), the strongest simple
+   few-shot baseline.
 3. Multiple tasks: permuted-pixel tasks in sequence; accuracy on every task after each.
+4. Classification (the official fully connected demo on Fashion-MNIST): GP, LP and HP MLPs.
 
-The claims of the chapter read quantities with 95 % intervals built here from the per-seed
-results (:func:`fault_quantities`, :func:`task_quantities`).
+Fair comparison: every MLP variant gets the same learning-rate trials, chosen on a validation
+split of its training data (:func:`tune_mlp_lr`); the HP few-shot net and the GP feature
+extractor get the same trials, chosen on episodes of held-out *training* characters
+(:func:`tune_fewshot_lr`). The claims of the chapter read quantities with 95 % intervals built
+here from the per-seed or per-episode results (:func:`fault_quantities`, :func:`task_quantities`,
+:func:`fewshot_quantity`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compendium.book.quantities import Quantity
-from compendium.learning import History, evaluate, fit
-from compendium.plasticity.hybrid import HybridMLP, PlasticLIF, two_timescale_adam
+from compendium.book.quantities import Quantity, difference
+from compendium.learning import History, evaluate, fit, validation_split
+from compendium.plasticity.hybrid import HybridMLP, PlasticLIF, firing_rates, two_timescale_adam
 from compendium.progress import progress
 
 Data = tuple[Tensor, Tensor]
@@ -51,6 +59,11 @@ class Setup:
     def plastic_kw(self) -> dict[str, Any]:
         return {"decay": self.decay, "threshold": self.threshold, "trace_decay": self.trace_decay}
 
+    def with_lr(self, lr: float) -> "Setup":
+        """The same setup at global learning rate ``lr``; the meta-local rate keeps its ratio to
+        it (``meta_lr / lr``, 0.5 in the official code), so HP's two timescales stay as declared."""
+        return replace(self, lr=float(lr), meta_lr=self.meta_lr * float(lr) / self.lr)
+
 
 def train_mlp(mode: str, train: Data, test: Data | None, setup: Setup, *, seed: int = 0,
               in_features: int = 784, encoding: str = "direct") -> tuple[HybridMLP, History]:
@@ -60,6 +73,77 @@ def train_mlp(mode: str, train: Data, test: Data | None, setup: Setup, *, seed: 
                optimizer=two_timescale_adam(model, setup.meta_lr), device=setup.device, seed=seed,
                desc=f"{mode.upper()} seed {seed}", show_progress=False)
     return model, hist
+
+
+def init_firing_rates(modes: tuple[str, ...], x: Tensor, setup: Setup, *, seed: int = 0) -> dict[str, float]:
+    """The hidden layer's mean firing rate of each mode's MLP at its initialisation (seed ``seed``),
+    on inputs ``x`` — the check that every variant fires, so that none is a baseline that cannot
+    learn for a trivial reason (a silent layer passes no surrogate gradient)."""
+    out = {}
+    for mode in modes:
+        torch.manual_seed(seed)
+        model = HybridMLP((x[0].numel(), setup.hidden, 10), mode, T=setup.T, **setup.plastic_kw()).to(setup.device)
+        out[mode] = firing_rates(model, x.to(setup.device))[0]
+    return out
+
+
+def tune_mlp_lr(modes: tuple[str, ...], train: Data, setup: Setup, lrs: tuple[float, ...], *, tune_epochs: int,
+                val_fraction: float = 0.1, seed: int = 0,
+                in_features: int = 784) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The same learning-rate trials for every mode (the idea of
+    :func:`compendium.learning.compare_tuned`, with HP's two-timescale optimiser).
+
+    Each mode trains once per rate in ``lrs`` (meta-local rate scaled with it, :meth:`Setup.with_lr`)
+    for ``tune_epochs`` on the training part of a ``val_fraction`` split of ``train`` (seed
+    ``seed``) and keeps the rate with the best validation accuracy (ties: the smaller rate); the
+    test set is never looked at. A single rate is used as given, without trials. Returns the
+    trials (``mode, lr, val_acc``) and ``{mode: chosen lr}``."""
+    if not lrs:
+        raise ValueError("tune_mlp_lr needs at least one learning rate")
+    if len(lrs) == 1:
+        return pd.DataFrame(columns=["mode", "lr", "val_acc"]), {m: float(lrs[0]) for m in modes}
+    fit_train, val = validation_split(train, val_fraction, seed)
+    rows, chosen = [], {}
+    for mode in modes:
+        best: tuple[float, float] | None = None
+        for lr in sorted(float(v) for v in lrs):
+            model, _ = train_mlp(mode, fit_train, None, replace(setup.with_lr(lr), epochs=tune_epochs), seed=seed,
+                                 in_features=in_features)
+            acc = evaluate(model, val, device=setup.device)["acc"]
+            rows.append({"mode": mode, "lr": lr, "val_acc": acc})
+            if best is None or acc > best[1]:
+                best = (lr, acc)
+        chosen[mode] = best[0]
+    return pd.DataFrame(rows), chosen
+
+
+def train_modes(modes: tuple[str, ...], train: Data, test: Data, setup: Setup, chosen: dict[str, float],
+                seeds: list[int], *, in_features: int = 784) -> tuple[dict[tuple[str, int], HybridMLP], pd.DataFrame]:
+    """Each mode at its chosen learning rate (:func:`tune_mlp_lr`) under every seed; returns the
+    trained models ``{(mode, seed): model}`` and their clean test accuracies (``mode, seed, lr,
+    test_acc``). The test set is evaluated once, after training, on a copy of each model (an HP
+    or LP trace keeps adapting to the unlabelled test stream, as in the official code; the copy
+    leaves the returned model's trace as training left it)."""
+    models, rows = {}, []
+    for mode in modes:
+        for s in seeds:
+            model, _ = train_mlp(mode, train, None, setup.with_lr(chosen[mode]), seed=s, in_features=in_features)
+            models[(mode, s)] = model
+            rows.append({"mode": mode, "seed": s, "lr": chosen[mode],
+                         "test_acc": test_accuracy(model, test, setup.device)})
+    return models, pd.DataFrame(rows)
+
+
+def test_accuracy(model: nn.Module, test: Data, device: str = "cpu") -> float:
+    """Clean test accuracy, evaluated on a copy (a plastic trace adapts to the test stream)."""
+    return float(evaluate(copy.deepcopy(model), test, device=device)["acc"])
+
+
+def accuracy_quantities(acc: pd.DataFrame, prefix: str) -> list[Quantity]:
+    """``<prefix><mode>``: a mode's clean test accuracy, mean over seeds with a t-interval
+    (samples in seed order; the modes share seeds and data order), of :func:`train_modes`' table."""
+    return [Quantity.from_samples(f"{prefix}{mode}", values)
+            for mode, (_, values) in _seed_samples(acc, "test_acc").items()]
 
 
 def damaged(model: HybridMLP, fraction: float, seed: int = 0) -> HybridMLP:
@@ -139,6 +223,19 @@ def task_quantities(mt: pd.DataFrame) -> list[Quantity]:
     last = mt[mt["after_task"] == mt["after_task"].max()]
     per_seed = last.groupby(["mode", "seed"], as_index=False)["acc"].mean()
     return [Quantity.from_samples(f"mt_{mode}", values) for mode, (_, values) in _seed_samples(per_seed, "acc").items()]
+
+
+def paired_difference(a: Quantity, b: Quantity) -> Quantity:
+    """``a − b`` with its 95 % interval: paired when both carry samples of the same replicates
+    (seeds, test episodes), else the MOVER combination, as the claims' ordering rules take it."""
+    paired = a.samples is not None and b.samples is not None and len(a.samples) == len(b.samples)
+    return difference(a, b, paired=paired)
+
+
+def half_width(q: Quantity) -> float:
+    """The larger side of ``q``'s 95 % interval: at the run's spread, the smallest difference
+    (or distance from a published value) the interval can decide; 0 for a single run."""
+    return float(max(q.estimate - q.low, q.high - q.estimate))
 
 
 def noise_robustness(models: dict[tuple[str, int], HybridMLP], test: Data, setup: Setup, *,
@@ -249,16 +346,23 @@ def meta_train(model: FewShotNet, images: Tensor, labels: Tensor, classes: np.nd
     return accs
 
 
+Episodes = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
 @torch.no_grad()
-def episode_accuracy(model: FewShotNet, episodes_: tuple[Tensor, Tensor, Tensor, Tensor], device: str = "cpu",
-                     batch: int = 100) -> float:
+def episode_hits(model: FewShotNet, episodes_: Episodes, device: str = "cpu", batch: int = 100) -> np.ndarray:
+    """Whether each episode's query was answered correctly (``bool [E]``, episode order)."""
     sx, sy, qx, qy = episodes_
     model.eval()
-    hits = 0
+    hits = []
     for i in range(0, len(qy), batch):
         out = model(sx[i:i + batch].to(device), sy[i:i + batch].to(device), qx[i:i + batch].to(device))
-        hits += int((out.argmax(1).cpu() == qy[i:i + batch]).sum())
-    return hits / len(qy)
+        hits.append((out.argmax(1).cpu() == qy[i:i + batch]).numpy())
+    return np.concatenate(hits)
+
+
+def episode_accuracy(model: FewShotNet, episodes_: Episodes, device: str = "cpu", batch: int = 100) -> float:
+    return float(episode_hits(model, episodes_, device, batch).mean())
 
 
 def pretrain_classifier(images: Tensor, labels: Tensor, classes: np.ndarray, *, epochs: int = 10, width: int = 32,
@@ -276,15 +380,23 @@ def pretrain_classifier(images: Tensor, labels: Tensor, classes: np.ndarray, *, 
     return feats.eval()
 
 
-def finetune_accuracy(features: Features, episodes_: tuple[Tensor, Tensor, Tensor, Tensor], n_way: int, *,
-                      steps: int = 30, lr: float = 0.1, device: str = "cpu") -> float:
-    """GP at test time: a fresh linear readout fitted to each episode's support set by gradient
-    steps on the frozen features, then the query classified."""
-    sx, sy, qx, qy = episodes_
-    hits = 0
-    with torch.no_grad():
-        f_sup = features(sx.flatten(0, 1).to(device)).reshape(sx.shape[0], sx.shape[1], -1)
-        f_q = features(qx.to(device))
+@torch.no_grad()
+def _episode_features(features: nn.Module, episodes_: Episodes, device: str) -> tuple[Tensor, Tensor]:
+    sx, _, qx, _ = episodes_
+    features.eval()
+    f_sup = features(sx.flatten(0, 1).to(device)).reshape(sx.shape[0], sx.shape[1], -1)
+    return f_sup, features(qx.to(device))
+
+
+def finetune_hits(features: Features, episodes_: Episodes, n_way: int, *, steps: int = 30, lr: float = 0.1,
+                  device: str = "cpu", seed: int = 0) -> np.ndarray:
+    """GP at test time: a fresh linear readout fitted to each episode's support set by ``steps``
+    full-batch SGD steps (cross-entropy) on the frozen features, then the query classified.
+    Per-episode hits (``bool [E]``)."""
+    _, sy, _, qy = episodes_
+    f_sup, f_q = _episode_features(features, episodes_, device)
+    torch.manual_seed(seed)
+    hits = np.zeros(len(qy), dtype=bool)
     for e in range(len(qy)):
         head = nn.Linear(f_sup.shape[-1], n_way).to(device)
         opt = torch.optim.SGD(head.parameters(), lr=lr)
@@ -292,8 +404,73 @@ def finetune_accuracy(features: Features, episodes_: tuple[Tensor, Tensor, Tenso
             opt.zero_grad()
             F.cross_entropy(head(f_sup[e]), sy[e].to(device)).backward()
             opt.step()
-        hits += int(head(f_q[e:e + 1]).argmax(1).item() == int(qy[e]))
-    return hits / len(qy)
+        with torch.no_grad():
+            hits[e] = int(head(f_q[e:e + 1]).argmax(1).item()) == int(qy[e])
+    return hits
+
+
+def finetune_accuracy(features: Features, episodes_: Episodes, n_way: int, *, steps: int = 30, lr: float = 0.1,
+                      device: str = "cpu") -> float:
+    return float(finetune_hits(features, episodes_, n_way, steps=steps, lr=lr, device=device).mean())
+
+
+def prototype_hits(features: nn.Module, episodes_: Episodes, n_way: int, device: str = "cpu") -> np.ndarray:
+    """Nearest class mean (prototypes; Snell, Swersky & Zemel, NeurIPS 2017, eq. 1–2, without
+    meta-training): each class's prototype is the mean feature of its support drawings,
+    :math:`c_k = \\frac{1}{|S_k|}\\sum_{x \\in S_k} f(x)`, and the query takes the class of the
+    nearest prototype in squared Euclidean distance. No parameter is fitted at test time.
+    Per-episode hits (``bool [E]``)."""
+    _, sy, _, qy = episodes_
+    f_sup, f_q = _episode_features(features, episodes_, device)
+    onehot = F.one_hot(sy.to(device), n_way).to(f_sup.dtype)  # [E, S, N]
+    protos = onehot.transpose(1, 2) @ f_sup / onehot.sum(1).unsqueeze(-1)  # [E, N, F]
+    dist = ((protos - f_q.unsqueeze(1)) ** 2).sum(-1)  # [E, N]
+    return (dist.argmin(1).cpu() == qy).numpy()
+
+
+def fewshot_quantity(name: str, hits: np.ndarray) -> Quantity:
+    """Query accuracy over the test episodes: a rate with Wilson's interval, carrying the
+    per-episode outcomes (0/1, episode order) as samples, so that two models answering the same
+    episodes are compared by a paired interval (per-episode differences, paired t)."""
+    h = np.asarray(hits, dtype=float)
+    return replace(Quantity.rate(name, float(h.sum()), int(h.size)), samples=tuple(h.tolist()))
+
+
+def tune_fewshot_lr(images: Tensor, labels: Tensor, classes: np.ndarray, lrs: tuple[float, ...], *, n_way: int,
+                    k_shot: int, val_classes: int, tune_episodes: int, tune_feature_epochs: int,
+                    val_episodes: int = 200, bind: float = 1.0, seed: int = 0,
+                    device: str = "cpu") -> tuple[pd.DataFrame, dict[str, float]]:
+    """The same learning-rate trials for the HP few-shot net and the GP feature extractor.
+
+    ``val_classes`` of the *training* characters are set aside; each learner trains once per rate
+    in ``lrs`` on the rest (HP: ``tune_episodes`` meta-training episodes, meta-local rate = rate;
+    GP: ``tune_feature_epochs`` epochs of classification) and is scored on ``val_episodes``
+    episodes of the set-aside characters (HP: its query accuracy; GP: the prototype readout of
+    its features, which has no parameter of its own). The held-out test characters are never
+    looked at. Ties: the smaller rate. Returns the trials and ``{"hp": lr, "gp": lr}``."""
+    if len(lrs) == 1:
+        return pd.DataFrame(columns=["model", "lr", "val_acc"]), {"hp": float(lrs[0]), "gp": float(lrs[0])}
+    fit_cls, val_cls = split_classes(torch.as_tensor(classes), val_classes, seed=seed + 1)
+    val_eps = episodes(images, labels, val_cls, n_way, k_shot, val_episodes, seed=seed + 777)
+    rows, chosen = [], {}
+    for key in ("hp", "gp"):
+        best: tuple[float, float] | None = None
+        for lr in sorted(float(v) for v in lrs):
+            if key == "hp":
+                torch.manual_seed(seed)
+                net = FewShotNet(n_way, "hp", bind=bind)
+                meta_train(net, images, labels, fit_cls, k_shot=k_shot, n_episodes=tune_episodes, lr=lr, meta_lr=lr,
+                           seed=seed, device=device, show_progress=False)
+                acc = episode_accuracy(net, val_eps, device=device)
+            else:
+                feats = pretrain_classifier(images, labels, fit_cls, epochs=tune_feature_epochs, lr=lr, seed=seed,
+                                            device=device)
+                acc = float(prototype_hits(feats, val_eps, n_way, device=device).mean())
+            rows.append({"model": key, "lr": lr, "val_acc": acc})
+            if best is None or acc > best[1]:
+                best = (lr, acc)
+        chosen[key] = best[0]
+    return pd.DataFrame(rows), chosen
 
 
 # --- multiple tasks -------------------------------------------------------------------------------

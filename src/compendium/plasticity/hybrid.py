@@ -12,7 +12,9 @@ Hebbian trace; ``α`` (scalar), ``β`` (per presynaptic neuron, a learning rate)
 postsynaptic neuron, a BCM-like sliding threshold) are the *meta-local* parameters, learned by
 backpropagation through the local updates with their own, slower optimiser (the two-phase /
 two-timescale scheme: :func:`two_timescale_adam`). ``λ`` (trace decay) and ``c`` (clip) are
-fixed. The per-step loop is needed because the trace at ``t`` depends on ``t-1``. The
+fixed. The per-step loop is needed because the trace at ``t`` depends on ``t-1``; with direct
+coding (one input at every step) and the clip provably inactive, the loop runs in an equivalent
+Gram-matrix form that never forms the trace inside it (:meth:`PlasticLIF._forward_constant_input`). The
 initial α, β, η are the means of the official code's random initialisation (``0.01·U(0,1)``);
 the official per-step input scaling ``exp(-t/τ_w)`` (τ_w = 40, ≥ 0.9 over 5 steps) is left out.
 
@@ -78,14 +80,20 @@ class PlasticLIF(nn.Module):
         With ``per_sample`` every sample keeps its own trace ``[B, in, out]`` for the call
         (few-shot episodes); otherwise one trace, averaged over the batch as in the paper's code."""
         T, B = x.shape[:2]
-        drive = self.linear(x.reshape(T * B, -1)).reshape(T, B, -1)  # the W part, all steps at once
+        constant = T > 1 and x.stride(0) == 0  # direct coding: one input at every step (a broadcast view)
+        if constant:
+            drive = self.linear(x[0]).unsqueeze(0).expand(T, B, -1)  # W x computed once
+        else:
+            drive = self.linear(x.reshape(T * B, -1)).reshape(T, B, -1)  # the W part, all steps at once
         if extra is not None:
             drive = drive + extra
+        if constant and self.plastic and not self.per_sample and self._clip_cannot_bind(x[0], T):
+            return self._forward_constant_input(x[0], drive, return_membrane)
         u = torch.zeros_like(drive[0])
         if self.per_sample:
             trace = x.new_zeros(B, *self.trace.shape)
         else:
-            trace = self.trace if self.persistent else torch.zeros_like(self.trace)
+            trace = self._start_trace()
         spikes = []
         for t in range(T):
             current = drive[t]
@@ -104,6 +112,54 @@ class PlasticLIF(nn.Module):
             spikes.append(o)
         if self.plastic and self.persistent:
             self.trace.copy_(trace.detach())
+        out = torch.stack(spikes)
+        return (out, u) if return_membrane else out
+
+    def _start_trace(self) -> Tensor:
+        return self.trace if self.persistent else torch.zeros_like(self.trace)
+
+    @torch.no_grad()
+    def _clip_cannot_bind(self, x0: Tensor, T: int) -> bool:
+        """Whether the clip at ±c provably stays inactive for ``T`` steps of input ``x0``: every
+        Hebbian increment is bounded by ``max_b |x_bi| |β_i|`` (``|tanh| ≤ 1``, a batch mean), so
+        with ``0 ≤ λ ≤ 1`` the trace stays below ``max|P[0]| + T · max_i(max_b |x_bi| |β_i|)``."""
+        if not 0.0 <= self.trace_decay <= 1.0:
+            return False
+        step = float((x0.abs().amax(0) * self.beta.abs()).max())
+        return float(self._start_trace().abs().max()) + T * step <= self.clip
+
+    def _forward_constant_input(self, x0: Tensor, drive: Tensor, return_membrane: bool):
+        """The recurrence of :meth:`forward` for an input ``x0 [B, in]`` that is the same at every
+        step, while the clip cannot bind (:meth:`_clip_cannot_bind`). The local current needs
+        only ``L[t] = x0 P[t-1]``, and unrolling ``P[t] = λP[t-1] + (x0 ⊙ β)^T post[t] / B`` gives
+
+            L[1] = x0 P[0],    L[t+1] = λ L[t] + G post[t],    G = x0 (x0 ⊙ β)^T / B   ([B, B]),
+
+        so each step costs a ``[B, B] × [B, out]`` product instead of two ``[B, in] × [in, out]``
+        ones (forward and backward); the same values up to floating-point rounding. The final
+        trace ``P[T] = λ^T P[0] + (x0 ⊙ β)^T Σ_t λ^(T-t) post[t] / B`` is formed once, for the
+        persistent trace."""
+        T, B = drive.shape[:2]
+        lam = self.trace_decay
+        xb = x0 * self.beta
+        gram = x0 @ xb.transpose(0, 1) / B
+        trace0 = self._start_trace()
+        local = x0 @ trace0
+        u = torch.zeros_like(drive[0])
+        spikes, posts = [], []
+        for t in range(T):
+            o, u = lif_step(drive[t] + self.alpha * local, u, self.decay, self.threshold, reset="subtract_decayed",
+                            surrogate=self.surrogate)
+            post = torch.tanh(u / self.threshold - self.eta)
+            posts.append(post)
+            if t < T - 1:
+                local = lam * local + gram @ post
+            spikes.append(o)
+        if self.persistent:
+            with torch.no_grad():
+                weighted = sum(lam ** (T - 1 - t) * p for t, p in enumerate(posts))
+                final = lam ** T * trace0 + xb.transpose(0, 1) @ weighted / B
+                self.trace.copy_(torch.clamp(final, -self.clip, self.clip))
         out = torch.stack(spikes)
         return (out, u) if return_membrane else out
 
@@ -133,6 +189,29 @@ class HybridMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         spikes = self.hidden(self.encoder(self.flatten(x)))
         return self.readout(spikes.mean(0))
+
+
+@torch.no_grad()
+def firing_rates(model: nn.Module, x: Tensor) -> list[float]:
+    """Mean spike rate of every :class:`PlasticLIF` layer of ``model`` on ``x`` (forward order),
+    in training mode as during training; buffers (the persistent Hebbian traces) are restored
+    afterwards, so the check leaves the model as it was. A layer at rate 0 passes no gradient
+    through its surrogate window and cannot learn for a trivial reason."""
+    from compendium.spiking.init import frozen_buffers
+
+    rates: list[float] = []
+
+    def record(_m: nn.Module, _i: tuple, out: Tensor | tuple) -> None:
+        rates.append(float((out[0] if isinstance(out, tuple) else out).float().mean()))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, PlasticLIF)]
+    try:
+        with frozen_buffers(model):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rates
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
