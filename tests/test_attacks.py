@@ -246,3 +246,181 @@ def test_trap_quantities_pool_seeds_pick_worst_and_best_and_name_what_is_missing
     # no CE model that classified anything right
     q, _ = trap_quantities(_grid([("ce", 0.5, 0, 0, 0, 0), ("mse", 0.5, 0, 10, 1, 5)]))
     assert all(isinstance(v, str) for v in q.values())
+
+
+def test_trap_fractions_use_the_census_and_success_the_attacked_samples():
+    import pandas as pd
+
+    from compendium.attacks.experiment import trap_quantities
+
+    cols = ("loss", "threshold", "seed", "zero_n", "zero_grad_count", "attacked", "success_g2s_count")
+    grid = pd.DataFrame([dict(zip(cols, r)) for r in [
+        ("ce", 0.5, 0, 1000, 400, 50, 20), ("ce", 0.5, 1, 1000, 500, 50, 10),
+        ("ce", 1.5, 0, 900, 90, 40, 36), ("ce", 1.5, 1, 1100, 110, 60, 50),
+        ("mse", 0.5, 0, 1000, 100, 50, 40), ("mse", 0.5, 1, 1000, 100, 50, 40)]])
+    q, chosen = trap_quantities(grid)
+    assert chosen == {"worst_threshold": 0.5, "best_threshold": 1.5}
+    assert (q["ce_zero_worst"].estimate, q["ce_zero_worst"].n) == (0.45, 2000)
+    assert (q["ce_zero_best"].estimate, q["ce_zero_best"].n) == (0.1, 2000)
+    assert (q["ce_g2s_success_worst"].estimate, q["ce_g2s_success_worst"].n) == (0.3, 100)
+    assert q["ce_g2s_success_best"].estimate == pytest.approx(0.86) and q["mse_zero_at_worst"].n == 2000
+
+
+# --- the SNN-vs-ANN comparison, the census and the training budget --------------------------------
+def test_topk_flips_takes_the_k_largest_legal_gradients_and_keeps_spikes_binary():
+    from compendium.attacks import topk_flips
+
+    s = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0]).reshape(1, 1, 6)  # [T=1, B=1, 6]
+    g = torch.tensor([5.0, 4.0, -3.0, -2.0, 1.0, 0.0]).reshape(1, 1, 6)
+    # legal: bit 0 (0, g > 0), bit 3 (1, g < 0), bit 4 (0, g > 0); bits 1 and 2 would leave {0, 1}
+    assert topk_flips(g, s, 2).flatten().tolist() == [1.0, 0.0, 0.0, -1.0, 0.0, 0.0]
+    assert topk_flips(g, s, 10).flatten().tolist() == [1.0, 0.0, 0.0, -1.0, 1.0, 0.0]  # only 3 legal
+    assert torch.all(((s + topk_flips(g, s, 10)) == 0) | ((s + topk_flips(g, s, 10)) == 1))
+    with pytest.raises(ValueError):
+        topk_flips(g, s, 0)
+    model = CountReadout(torch.cat([torch.stack([0.02 * torch.arange(1.0, 11.0)] * 2, 1) * torch.tensor([1.0, -1.0]),
+                                    torch.stack([0.02 * torch.arange(1.0, 11.0)] * 2, 1) * torch.tensor([-1.0, 1.0])]))
+    spikes = torch.zeros(4, 3, 20)
+    spikes[:, :, :10] = 1
+    r = spike_attack(model, spikes, torch.zeros(3, dtype=torch.long), iterations=100, topk=3, keep=True,
+                     show_progress=False)
+    assert r.success.all() and torch.all((r.adversarial == 0) | (r.adversarial == 1))
+    assert np.all(r.flips <= 3 * (r.iterations + 1))
+    # one big step, then the binary search keeps the fewest flips in gain order: the margin 8.8
+    # falls by 0.4 for each of the 8 best bits, then 0.36 (8 bits), 0.32 (8 bits), 0.28: 25 bits
+    one = spike_attack(model, spikes, torch.zeros(3, dtype=torch.long), iterations=3, topk=100, show_progress=False)
+    assert one.success.all() and (one.flips == 25).all()
+
+
+def test_lattice_l2_attack_queries_only_reachable_rate_images():
+    from compendium.attacks import lattice_l2_attack
+
+    T = 4
+    model = nn.Linear(2, 2, bias=False)
+    model.weight.data = torch.eye(2)  # class = larger rate
+    spikes = torch.zeros(T, 3, 2)
+    spikes[:, :, 0] = 1  # rate (1, 0): class 0
+    spikes[:2, 1, 1] = 1  # rate (1, 0.5)
+    spikes[:1, 2, 1] = 1  # rate (1, 0.25)
+    r = lattice_l2_attack(model, spikes, torch.zeros(3, dtype=torch.long), step=0.05, iterations=200)
+    assert r.success.all()
+    # the flips are whole bits (T * |Δr| summed), and L2 is that of a lattice perturbation
+    assert np.allclose(r.flips, np.round(r.flips)) and (r.flips >= 1).all()
+    per_pixel = r.l2 ** 2 * T ** 2  # sum of squared bit counts per pixel: an integer
+    assert np.allclose(per_pixel, np.round(per_pixel), atol=1e-4)
+    # the closer the clean rate is to the boundary, the smaller the perturbation (ties: the
+    # diagonal path crosses the rounding points of both pixels at once)
+    assert r.l2[1] <= r.l2[2] < r.l2[0]
+    with pytest.raises(ValueError, match="binary"):
+        lattice_l2_attack(model, torch.full((T, 3, 2), 0.5), torch.zeros(3, dtype=torch.long))
+
+
+def test_bernoulli_rate_and_the_rate_ann_read_the_same_input_as_the_snn():
+    from compendium.attacks.experiment import BernoulliRate, RateANN
+
+    torch.manual_seed(0)
+    x = torch.tensor([[0.0, 0.25, 0.5, 1.0, 1.5]]).expand(4000, 5)
+    s = BernoulliRate(8)(x)
+    assert s.shape == (8, 4000, 5) and torch.all((s == 0) | (s == 1))
+    assert torch.allclose(s.mean((0, 1)), torch.tensor([0.0, 0.25, 0.5, 1.0, 1.0]), atol=0.01)
+    ann = RateANN((5, 7, 3), T=8)
+    spikes = torch.bernoulli(torch.full((8, 6, 5), 0.4))
+    assert torch.allclose(ann.forward_spikes(spikes), ann.net(spikes.mean(0)))
+    assert ann(torch.rand(6, 5)).shape == (6, 3)
+    with pytest.raises(ValueError, match="spike input"):
+        ann.forward_spikes(spikes[:3])
+
+
+def _digit_like(n=512, seed=0):
+    """Sparse images with MNIST's mean intensity (about 0.13), for initialisation checks."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g) * (torch.rand(n, 1, 28, 28, generator=g) < 0.22)
+
+
+def test_every_snn_variant_of_the_default_profile_fires_at_initialisation():
+    import yaml
+
+    from compendium.attacks.experiment import Setup, build_snn, threshold_init
+    from compendium.spiking.init import firing_rates
+    from conftest import ROOT
+
+    default = yaml.safe_load((ROOT / "notebooks" / "adversarial.yaml").read_text())["profiles"]["default"]
+    setup = Setup(T=default["T"], hidden=default["hidden"], decay=default["decay"], threshold=default["threshold"])
+    x = _digit_like()
+    thresholds = {float(t) for t in default["thresholds"].split(",")} | {setup.threshold}
+    for th in sorted(thresholds):
+        torch.manual_seed(0)
+        rates = firing_rates(build_snn(setup, x, penultimate_threshold=th), x)
+        assert len(rates) == 2 and min(rates) > 0.01, (th, rates)
+    # without the threshold-scaled initialisation the output layer is (nearly) silent, and at
+    # a penultimate threshold of 1.5 the hidden layer too: the reason the chapter uses it
+    torch.manual_seed(0)
+    silent = firing_rates(build_snn(setup, None, penultimate_threshold=1.5), x)
+    assert max(silent) < 0.01
+    # the event-style SNN (spike input 2 x 34 x 34) fires too
+    events = nmnist_like(x[:128], default["T"]).transpose(0, 1).contiguous()
+    torch.manual_seed(0)
+    ev_net = build_snn(setup, events, in_features=2 * 34 * 34, encoding="spikes")
+    assert min(firing_rates(ev_net, events)) > 0.01
+    # threshold_init sets every layer's input current to std gain * V_th
+    torch.manual_seed(0)
+    net = build_snn(setup, None)
+    stds = threshold_init(net, x, 0.5, gain=1.0)
+    assert stds == pytest.approx([0.5, 0.5], rel=0.1)
+
+
+def test_zero_gradient_census_counts_correct_images_and_their_all_zero_gradients():
+    from compendium.attacks.experiment import zero_gradient_census
+
+    class Dead(nn.Module):  # always class 0, gradient exactly zero
+        def forward(self, s):
+            return torch.tensor([[1.0, 0.0]]).expand(s.shape[1], 2) + 0 * s.sum(0).flatten(1)[:, :2]
+
+    x = torch.rand(10, 4)
+    y = torch.tensor([0] * 7 + [1] * 3)
+    assert zero_gradient_census(Dead(), x, y, T=3, batch_size=4) == (7, 7)
+    lin = CountReadout(torch.tensor([[1.0, -1.0]] * 4))  # a live gradient everywhere
+    n_correct, n_zero = zero_gradient_census(lin, x, torch.zeros(10, dtype=torch.long), T=3)
+    assert n_zero == 0 and n_correct <= 10
+
+
+def test_smallest_perturbation_takes_the_best_attack_per_sample_and_censors_the_rest():
+    from compendium.attacks.experiment import robustness, smallest_perturbation
+
+    correct = [True, True, True, False]
+    a = _result(correct, [True, False, True, True], [10, 0, 30, 1])
+    b = _result(correct, [True, True, False, True], [20, 40, 0, 1])
+    assert smallest_perturbation([a, b], "flips").tolist() == [10, 40, 30]
+    assert smallest_perturbation([a], "flips", per=10, cap=99).tolist() == [1.0, 99, 3.0]
+    q = robustness("m", [[a, b], [a, b]], "flips", cap=1000)
+    assert q.method == "bootstrap" and q.n == 6 and q.estimate == 30
+    resisted = _result(correct, [False, False, True, False], [0, 0, 5, 0])
+    assert "censored" in robustness("m", [[resisted]], "flips", cap=1000)
+    with pytest.raises(ValueError, match="same model"):
+        smallest_perturbation([a, _result([True] * 4, [True] * 4, [1] * 4)], "flips")
+
+
+def test_resolution_is_the_half_width_of_the_rules_difference_interval():
+    from compendium.attacks.experiment import resolution
+    from compendium.book.quantities import Quantity, difference
+
+    a, b = Quantity.rate("a", 500, 1000), Quantity.rate("b", 300, 1000)
+    d = difference(a, b)
+    assert resolution(a, b) == pytest.approx((d.high - d.low) / 2) and 0.03 < resolution(a, b) < 0.05
+
+
+def test_train_models_gives_every_variant_the_same_trials_and_records_firing_at_init():
+    from compendium.attacks.experiment import ANN_ANALOG, ANN_RATE, Setup, snn_label, train_models
+
+    torch.manual_seed(0)
+    x, y = _digit_like(160, 1), torch.randint(0, 10, (160,))
+    setup = Setup(T=2, hidden=16, epochs=1, batch_size=32, iterations=2)
+    models = train_models((x, y), (x[:40], y[:40]), setup, thresholds=(0.5, 1.0), losses=("ce", "mse"),
+                          seeds=(0, 1), lrs=(1e-3, 1e-2), tune_epochs=1, show_progress=False)
+    table = models.table()
+    assert set(table.index) == {snn_label(l, t) for l in ("ce", "mse") for t in (0.5, 1.0)} | {ANN_RATE, ANN_ANALOG}
+    trials = [t for c in models.comparisons.values() for t in c.trials]
+    assert len(trials) == 6 * 2 and {t["lr"] for t in trials} == {1e-3, 1e-2}
+    assert models.seeds(ANN_RATE) == [0, 1] and models.all_fire_at_init()
+    assert set(models.init_rates) == set(models.snn_labels()) and len(models.init_rates[snn_label("ce", 1.0)]) == 2
+    assert "2 learning-rate trials" in models.budget_text()

@@ -19,6 +19,15 @@ in SNNs, whose surrogate is zero away from threshold — flip random spikes inst
 re-implementations). The paper's exact normalisation and stopping rule could not be read
 (research notes [U]); this is the form both re-implementations agree on, stated as such in
 the chapter. Untargeted: each step ascends the loss; a sample stops at its first success.
+
+Top-k (:func:`topk_flips`), the standard sparse attack used beside G2S for the SNN-vs-ANN
+comparison: each step flips the ``k`` *legal* bits with the largest ``|g|`` — a 0 where
+``g > 0``, a 1 where ``g < 0`` — the steepest first-order ascent of the loss per flipped bit
+(the L1 steepest-ascent direction is the coordinate with the largest ``|g|``; cf. JSMA,
+Papernot et al. 2016, and SLIDE, Tramèr & Boneh 2019, which step along the top coordinates).
+When a step fools the model, a binary search over that step's flips (largest ``|g|`` first)
+keeps the shortest prefix that still fools it, so the flip count has a resolution of one bit
+rather than ``k`` (``log2 k`` extra forward passes, no extra gradient).
 """
 
 from __future__ import annotations
@@ -70,6 +79,34 @@ def g2s(grad: Tensor, generator: torch.Generator | None = None) -> Tensor:
     mask = torch.bernoulli(p, generator=generator)
     p_shaped = mask.reshape(grad.shape[1], grad.shape[0], *grad.shape[2:]).transpose(0, 1)
     return torch.sign(grad) * p_shaped
+
+
+def _topk_order(grad: Tensor, spikes: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample (rows of :func:`per_sample`): the sign of ``g``, the flat indices of the ``k``
+    legal bits with the largest ``|g|`` (largest first) and which of them are real (``|g| > 0``)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    g, s = per_sample(grad), per_sample(spikes)
+    gain = torch.where(((g > 0) & (s == 0)) | ((g < 0) & (s == 1)), g.abs(), torch.zeros_like(g))
+    vals, idx = gain.topk(min(int(k), gain.shape[1]), dim=1)
+    return torch.sign(g), idx, vals > 0
+
+
+def _apply_prefix(shape: torch.Size, sign: Tensor, order: Tensor, valid: Tensor, count: Tensor | None) -> Tensor:
+    """The ternary perturbation ``[T, B, ...]`` (``shape``) of the first ``count`` (per sample;
+    all when ``None``) bits of ``order``."""
+    keep = valid if count is None else valid & (torch.arange(order.shape[1], device=order.device) < count[:, None])
+    mask = torch.zeros_like(sign).scatter_(1, order, keep.to(sign.dtype))
+    return (sign * mask).reshape(shape[1], shape[0], *shape[2:]).transpose(0, 1)
+
+
+def topk_flips(grad: Tensor, spikes: Tensor, k: int) -> Tensor:
+    """Ternary perturbation flipping, per sample (batch dim 1 of ``[T, B, ...]``), the ``k``
+    legal bits with the largest ``|g|``: ``+1`` on a 0 with ``g > 0``, ``-1`` on a 1 with
+    ``g < 0``. Fewer than ``k`` when fewer bits have a legal, non-zero gradient; ``spikes +
+    result`` stays binary."""
+    sign, order, valid = _topk_order(grad, spikes, k)
+    return _apply_prefix(grad.shape, sign, order, valid, None)
 
 
 def rsf(spikes: Tensor, gamma: float, generator: torch.Generator | None = None) -> Tensor:
@@ -127,16 +164,18 @@ class AttackResult:
 
 def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Tensor, *, loss: str = "ce",
                  iterations: int = 30, use_g2s: bool = True, use_rsf: bool = True, gamma: float = 0.05,
-                 max_flips: int | None = None, batch_size: int = 100, seed: int = 0, keep: bool = False,
-                 desc: str = "spike attack", show_progress: bool = True) -> AttackResult:
+                 max_flips: int | None = None, topk: int | None = None, batch_size: int = 100, seed: int = 0,
+                 keep: bool = False, desc: str = "spike attack", show_progress: bool = True) -> AttackResult:
     """Untargeted white-box attack on binary input spikes ``[T, N, ...]``.
 
     ``forward`` maps spikes ``[T, B, ...]`` to outputs ``[B, classes]`` (e.g.
     ``SpikingClassifier.forward_spikes``; for an ANN on a binary image, ``lambda s: ann(s[0])``
     with ``T = 1``). ``use_g2s`` / ``use_rsf`` switch the two parts off for the ablation
     (without G2S the raw gradient sign is applied to every element with non-zero gradient,
-    the naive spike-incompatible step clipped back to {0, 1}). ``max_flips`` stops a sample
-    once it has changed more bits. ``keep`` returns the adversarial spike tensors."""
+    the naive spike-incompatible step clipped back to {0, 1}). ``topk`` replaces the G2S step
+    by :func:`topk_flips` with ``k = topk`` (RSF still acts on all-zero gradients when
+    ``use_rsf``). ``max_flips`` stops a sample once it has changed more bits. ``keep``
+    returns the adversarial spike tensors."""
     if spikes.ndim < 3 or spikes.shape[1] != labels.shape[0]:
         raise ValueError(f"spikes must be [T, N, ...] with N = len(labels); got {tuple(spikes.shape)} and {tuple(labels.shape)}")
     if not torch.all((spikes == 0) | (spikes == 1)):
@@ -159,7 +198,7 @@ def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Te
         done = torch.zeros_like(correct)
         its = torch.zeros(len(y), dtype=torch.long, device=y.device)
         zero_steps = torch.zeros(len(y), dtype=torch.long, device=y.device)
-        for _ in range(iterations):
+        for it in range(iterations):
             idx = active.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
@@ -178,9 +217,21 @@ def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Te
                 break
             zero = all_zero(g)
             zero_steps[step_idx[zero]] += 1
+            if not use_rsf and zero.any():
+                # without RSF an all-zero gradient is a fixed point: the step changes nothing, so
+                # every later step would see the same input and gradient. Book the remaining
+                # steps as stuck ones now and stop the sample (the result is the same).
+                stuck, rest = step_idx[zero], iterations - it - 1
+                its[stuck] += rest
+                zero_steps[stuck] += rest
+                active[stuck] = False
             cur = s[:, step_idx]
             new = cur.clone()
-            if use_g2s:
+            if topk is not None:
+                sign, order, valid = _topk_order(g, cur, topk)
+                new = cur + _apply_prefix(cur.shape, sign, order, valid, None)
+                new = _shortest_fooling_prefix(forward, cur, new, y[step_idx], sign, order, valid)
+            elif use_g2s:
                 new = (cur + g2s(g, gen)).clamp(0, 1)
             else:
                 new = (cur + torch.sign(g)).clamp(0, 1)
@@ -206,6 +257,29 @@ def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Te
         if keep:
             kept[:, lo:hi] = s
     return AttackResult(**cols, adversarial=kept)
+
+
+@torch.no_grad()
+def _shortest_fooling_prefix(forward: Callable[[Tensor], Tensor], cur: Tensor, new: Tensor, y: Tensor, sign: Tensor,
+                             order: Tensor, valid: Tensor) -> Tensor:
+    """For the samples that the full top-k step ``new`` fools: binary search for the fewest of
+    the step's flips (in ``order``) that still fool, keeping ``lo`` (not fooled) and ``hi``
+    (fooled) prefix lengths as invariants. Returns ``new`` with those samples shortened."""
+    hit = (forward(new).argmax(1) != y).nonzero().squeeze(1)
+    if len(hit) == 0:
+        return new
+    c, sg, od, va, yy = cur[:, hit], sign[hit], order[hit], valid[hit], y[hit]
+    lo = torch.zeros(len(hit), dtype=torch.long, device=y.device)
+    hi = va.sum(1)
+    while bool((hi - lo > 1).any()):
+        open_ = hi - lo > 1
+        mid = torch.where(open_, (lo + hi) // 2, hi)
+        fooled = forward(c + _apply_prefix(c.shape, sg, od, va, mid)).argmax(1) != yy
+        hi = torch.where(open_ & fooled, mid, hi)
+        lo = torch.where(open_ & ~fooled, mid, lo)
+    new = new.clone()
+    new[:, hit] = c + _apply_prefix(c.shape, sg, od, va, hi)
+    return new
 
 
 def zero_gradient(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Tensor, *, loss: str = "ce",
