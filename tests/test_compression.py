@@ -220,3 +220,117 @@ def test_claim_quantities_pick_the_declared_strategies():
     assert (j["joint_best_compression"].estimate, j["single_best_compression"].estimate) == (1.0, 1.0)
     j = X.joint_quantities(t[t["bits"].isna() | t["sparsity"].isna()], 0.98)
     assert "no joint" in j["joint_best_compression"] and j["single_best_compression"].estimate == 16.0
+
+
+# --- the default network, the ADMM schedule and the ADMM/one-shot comparison -----------------
+def _digit_like(n: int = 256, seed: int = 0) -> torch.Tensor:
+    """Sparse images with MNIST's mean intensity (about 0.13)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g) * (torch.rand(n, 1, 28, 28, generator=g) < 0.22)
+
+
+def _default_setup():
+    import yaml
+
+    from compendium.compression import experiment as X
+    from conftest import ROOT
+
+    d = yaml.safe_load((ROOT / "notebooks" / "compression.yaml").read_text())["profiles"]["default"]
+    return X.Setup(T=d["T"], channels=tuple(int(c) for c in d["channels"].split(",")), hidden=d["hidden"], seed=d["seed"])
+
+
+def test_the_default_network_fires_at_initialisation_in_every_layer():
+    from compendium.compression import experiment as X
+    from conftest import mirror_has
+
+    setup = _default_setup()
+    rates = X.firing_at_init(setup, _digit_like())
+    assert len(rates) == 3 and min(rates) > 0, rates
+    if mirror_has("mnist/raw/train-images-idx3-ubyte.gz"):
+        from compendium.datasets import load_mnist
+
+        (x, _), _, _ = load_mnist(256, 64, split="full", seed=0)
+        rates = X.firing_at_init(setup, x)
+        assert min(rates) > 1e-3, rates  # the chapter's numbers: about 0.036, 0.018, 0.005
+
+
+def test_channels_last_changes_the_layout_not_the_network():
+    from compendium.compression import experiment as X
+
+    fast, plain = X.make_model(X.Setup(channels=(4, 8), hidden=16)), X.make_model(X.Setup(channels=(4, 8), hidden=16, channels_last=False))
+    conv = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in conv)
+    for a, b in zip(fast.parameters(), plain.parameters()):
+        assert torch.equal(a, b)  # same seed, same values
+    x = _digit_like(16)
+    torch.manual_seed(1)
+    out_fast = fast(x)
+    torch.manual_seed(1)
+    out_plain = plain(x)
+    assert torch.allclose(out_fast, out_plain, atol=1e-5)
+    # the LIF layers run the fused kernel (fixed decay and threshold), not the reference loop
+    names, stack, seen = set(), [out_fast.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack += [nxt for nxt, _ in fn.next_functions]
+    assert any("LIFSequence" in n for n in names), names
+
+
+def _tiny_problem(n: int = 48, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 12, generator=g)
+    y = (x[:, :6].sum(1) > x[:, 6:].sum(1)).long()
+    return x, y
+
+
+def test_admm_iterations_are_spaced_by_steps():
+    from compendium.compression import experiment as X
+
+    torch.manual_seed(0)
+    base = spiking_mlp((12, 16, 2), T=2)
+    train = _tiny_problem(40)  # batch 8: 5 steps per epoch
+    for per_epoch, expected in ((1, 2), (3, 5)):  # every 5 steps: 1 + final; every 2 steps: at 2, 4, 6, 8 + final
+        setup = X.Setup(admm_epochs=2, finetune_epochs=1, batch_size=8, rho=0.1, rho_growth=2.0,
+                        admm_updates_per_epoch=per_epoch, channels_last=False)
+        row = X.compress(base, train, train, setup, constraint=Constraint(sparsity=0.5), method="admm", keep_model=False)
+        assert row["admm_iterations"] == expected
+        assert row["constraint_holds"]
+
+
+def test_pruning_methods_get_the_same_trials_chosen_on_validation_and_paired_seeds():
+    from compendium.compression import experiment as X
+
+    torch.manual_seed(0)
+    base = spiking_mlp((12, 16, 2), T=2)
+    train, test = _tiny_problem(64, 0), _tiny_problem(32, 1)
+    setup = X.Setup(admm_epochs=1, finetune_epochs=1, batch_size=16, admm_updates_per_epoch=2, channels_last=False)
+    trials = {"admm": [dict(rho=0.01, finetune_lr=0.01), dict(rho=0.1, finetune_lr=0.01)],
+              "oneshot": [dict(finetune_lr=0.001), dict(finetune_lr=0.01)]}
+    cmp = X.compare_pruning_methods(base, train, test, setup, sparsity=0.8, trials=trials, seeds=[0, 1, 2])
+    t = cmp.trials_frame()
+    assert list(t["method"]).count("admm") == list(t["method"]).count("oneshot") == 2
+    for m in ("admm", "oneshot"):  # the chosen setting has the best validation accuracy (ties: the first)
+        best = t[t["method"] == m].sort_values("val_acc", ascending=False, kind="stable").iloc[0]
+        assert cmp.chosen[m]["finetune_lr"] == best["finetune_lr"]
+        assert [r["seed"] for r in cmp.rows(m)] == [0, 1, 2] and len(cmp.acc_samples(m)) == 3
+    # the test images play no part in tuning: other test labels, the same trials and choices
+    flipped = (test[0], 1 - test[1])
+    again = X.compare_pruning_methods(base, train, flipped, setup, sparsity=0.8, trials=trials, seeds=[0])
+    assert again.chosen == cmp.chosen and list(again.trials_frame()["val_acc"]) == list(t["val_acc"])
+    q = X.method_comparison_quantities(cmp)
+    assert q["admm_deep_acc"].n == 3 and q["admm_deep_acc"].samples == tuple(cmp.acc_samples("admm"))
+    assert X.detectable_difference(cmp) >= 0
+    summary = X.comparison_summary(cmp)
+    assert summary["cmp_sparsity_pct"] == "80%" and "lr=" in summary["oneshot_chosen"]
+    assert all(isinstance(v, str) for v in X.method_comparison_quantities(None).values())
+    assert summary.keys() == X.comparison_summary(None).keys()
+    with pytest.raises(ValueError, match="same number"):
+        X.compare_pruning_methods(base, train, test, setup, sparsity=0.8, seeds=[0],
+                                  trials={"admm": trials["admm"], "oneshot": trials["oneshot"][:1]})
+    with pytest.raises(ValueError, match="can be tuned"):
+        X.compare_pruning_methods(base, train, test, setup, sparsity=0.8, seeds=[0],
+                                  trials={"admm": [dict(batch_size=8)], "oneshot": [dict(finetune_lr=0.01)]})
