@@ -41,5 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/step_time.py
 	MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912 $(BIN)/python bench/step_time.py
 
+# `compendium clean` refuses while a build or a chapter run holds its lock; without the venv,
+# the same paths by hand (dot-files too: leftovers of interrupted runs start with a dot).
 clean:
-	rm -rf _build results/*.json book/chapters
+	if [ -x $(BIN)/compendium ]; then $(BIN)/compendium clean; \
+	else rm -rf _build book/chapters results/*.json results/*.log results/.[!.]*; fi

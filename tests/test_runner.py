@@ -9,6 +9,7 @@ import pytest
 
 from compendium.book.render import scoreboard_markdown
 from compendium.book.runner import ChapterFailed, is_stale, run_chapter, run_stale, stale_reasons
+from conftest import mirror_has
 
 
 def _cli(project, *args):
@@ -173,3 +174,57 @@ def test_build_fails_on_a_broken_reference(demo_project):
     (demo_project.root / "book" / "index.md").write_text("# Demo\n\nSee {doc}`nowhere <missing-page>`.\n")
     proc = _cli(demo_project, "build", "--profile", "quick")
     assert proc.returncode == 1 and "jupyter-book build failed" in proc.stderr
+
+
+def _spec(tmp_path, datasets, parameters, default, quick=None, paper=None):
+    from compendium.params import ChapterSpec
+
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"id": "c", "title": "C", "datasets": datasets, "parameters": parameters,
+                                    "profiles": {"default": default, "quick": quick or {}, "paper": paper or {}}}))
+    return ChapterSpec.load(path)
+
+
+def test_data_needs_follow_the_parameters(tmp_path):
+    from compendium.book.runner import data_needs
+
+    sel = {"dataset": {"type": "str", "choices": ["auto", "fashion-mnist", "cifar10"]}}
+    spec = _spec(tmp_path, ["fashion-mnist", "cifar10"], sel, {"dataset": "auto"}, paper={"dataset": "cifar10"})
+    assert data_needs(spec, spec.resolve("default")).one_of == [["fashion-mnist", "cifar10"]]  # auto: one of them
+    need = data_needs(spec, spec.resolve("paper"))
+    assert need.required == ["cifar10"] and need.optional == ["fashion-mnist"]  # named: that one
+    many = {"datasets": {"type": "str"}}  # a comma-separated selection, as the stfn chapter has
+    spec = _spec(tmp_path, ["cora", "citeseer", "pubmed"], many, {"datasets": "cora,citeseer"},
+                 paper={"datasets": "cora,citeseer,pubmed"})
+    need = data_needs(spec, spec.resolve("default"))
+    assert need.required == ["cora", "citeseer"] and need.optional == ["pubmed"]
+    spec = _spec(tmp_path, ["mnist", "omniglot-small"], {"epochs": {"type": "int"}}, {"epochs": 1})
+    assert data_needs(spec, spec.resolve("default")).required == ["mnist", "omniglot-small"]  # no selector: all
+
+
+@pytest.mark.skipif(not mirror_has("mnist/raw/t10k-images-idx3-ubyte.gz", "mnist/raw/t10k-labels-idx1-ubyte.gz"),
+                    reason="needs MNIST's test files in the data mirror")
+def test_mnist_training_files_are_needed_only_for_the_full_split(scratch_project, tmp_path, monkeypatch):
+    """load_mnist falls back to the declared re-split of the test images unless data_split is 'full'."""
+    import os
+    import shutil
+
+    from compendium.book.runner import NotReady, check_data
+
+    mirror = tmp_path / "mirror" / "mnist" / "raw"
+    mirror.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(os.path.join(os.environ["COMPENDIUM_DATA_MIRROR"], "mnist", "raw", name), mirror / name)
+    monkeypatch.setenv("COMPENDIUM_DATA_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("COMPENDIUM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COMPENDIUM_OFFLINE", "1")
+    split = {"data_split": {"type": "str", "choices": ["auto", "full", "resplit"]}}
+    spec = _spec(tmp_path, ["mnist"], split, {"data_split": "auto"}, paper={"data_split": "full"})
+    assert check_data(scratch_project, spec, spec.resolve("default"), log=lambda m: None) == {"mnist": "ok"}
+    with pytest.raises(NotReady) as err:
+        check_data(scratch_project, spec, spec.resolve("paper"), log=lambda m: None)
+    msg = str(err.value)
+    assert "2 required file(s) missing" in msg and "mnist/raw/train-images-idx3-ubyte.gz: MISSING" in msg
+    assert "t10k" not in msg and str(tmp_path / "cache" / "mnist" / "raw" / "train-labels-idx1-ubyte.gz") in msg

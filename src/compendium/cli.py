@@ -1,4 +1,9 @@
-"""Command line: ``compendium list | run | build | data | claims`` (also ``python -m compendium``)."""
+"""Command line: ``compendium list | run | build | clean | data | claims`` (also ``python -m compendium``).
+
+Exit statuses: 0 done; 1 a chapter failed (a cell raised, the timeout, a dead kernel) or the
+book did not render; 2 refused before any compute (parameters, data, device, kernel, unknown
+chapter); 3 busy (another run of the chapter, or another build, holds its lock); 130/143
+interrupted by SIGINT/SIGTERM (nothing published, previous outputs kept)."""
 
 from __future__ import annotations
 
@@ -25,42 +30,84 @@ def _cmd_list(project: Project, args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(err: KeyboardInterrupt, what: str) -> int:
+    from compendium.book.runner import EXIT_SIGINT, EXIT_SIGTERM, Terminated
+
+    name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+    print(f"interrupted ({name}): {what}", file=sys.stderr)
+    return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT
+
+
 def _cmd_run(project: Project, args: argparse.Namespace) -> int:
-    from compendium.book.runner import ChapterFailed, run_chapter
+    from compendium.book.runner import (EXIT_BUSY, EXIT_FAILED, EXIT_NOT_READY, Busy, ChapterFailed, NotReady,
+                                        run_chapter)
     from compendium.params import ParameterError
 
     overrides = {}
     for name, value in args.param or []:
         if name in overrides:
             print(f"error: parameter '{name}' given twice", file=sys.stderr)
-            return 2
+            return EXIT_NOT_READY
         overrides[name] = value
     try:
-        run_chapter(project, args.chapter, args.profile, overrides)
-    except (ParameterError, KeyError) as err:
+        run_chapter(project, args.chapter, args.profile, overrides, kernel=args.kernel, timeout=args.timeout,
+                    log_output=args.log_output)
+    except (ParameterError, KeyError, NotReady) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 2
+        return EXIT_NOT_READY
+    except Busy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BUSY
     except ChapterFailed as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except KeyboardInterrupt as err:
+        return _interrupted(err, f"nothing was published; the previous outputs of '{args.chapter}' are untouched "
+                                 f"and no partial files remain (log: {project.log(args.chapter)})")
     return 0
 
 
 def _cmd_build(project: Project, args: argparse.Namespace) -> int:
     from compendium.book.render import render_book
-    from compendium.book.runner import run_stale
+    from compendium.book.runner import EXIT_BUSY, Busy, build_lock, run_stale
 
-    status = run_stale(project, args.profile, jobs=args.jobs, force=args.force)
-    failed = {c: s for c, s in status.items() if s.startswith("failed")}
     try:
-        index, _log = render_book(project, strict=not args.lenient)
-    except RuntimeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        with build_lock(project):
+            status = run_stale(project, args.profile, jobs=args.jobs, force=args.force, kernel=args.kernel,
+                               timeout=args.timeout)
+            failed = {c: s for c, s in status.items() if not s.startswith(("fresh", "ran"))}
+            try:
+                index, _log = render_book(project, strict=not args.lenient)
+            except RuntimeError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+    except Busy as err:
+        print(f"error: another build of this output root is under way: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except KeyboardInterrupt as err:
+        return _interrupted(err, "the build stopped; chapters under way were stopped and kept their previous outputs")
     print(f"[build] book rendered: {index}")
     for c, s in failed.items():
         print(f"error: chapter {c} {s}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _cmd_clean(project: Project, args: argparse.Namespace) -> int:
+    from compendium.book.runner import EXIT_BUSY, Busy, clean
+
+    try:
+        removed = clean(project)
+    except Busy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    for p in removed:
+        try:
+            shown = p.relative_to(project.output_root)
+        except ValueError:
+            shown = p
+        print(f"removed {shown}")
+    print("nothing to clean" if not removed else f"[clean] removed {len(removed)} path(s)")
+    return 0
 
 
 def _cmd_data(project: Project, args: argparse.Namespace) -> int:
@@ -79,9 +126,13 @@ def _cmd_data(project: Project, args: argparse.Namespace) -> int:
     for name in names:
         try:
             if args.action == "verify":
-                for fname, r in reg.status(name).items():
-                    print(f"{name}/{fname}: " + (f"ok ({r.source}, {r.location})" if r else "MISSING or unverifiable"))
-                    bad += r is None
+                for f in reg.dataset(name).files:
+                    d = reg.diagnose(f)
+                    if d.resolved:
+                        print(f"{name}/{f.name}: ok ({d.resolved.source}, {d.resolved.location})")
+                    else:
+                        print(f"{name}/{f.name}: {d.state.upper()}\n" + "\n".join(d.lines("    ")[1:]))
+                    bad += d.resolved is None
             else:  # fetch
                 for fname, r in reg.resolve(name).items():
                     print(f"{name}/{fname}: ok ({r.source}, {r.location})")
@@ -112,6 +163,79 @@ def _cmd_claims(project: Project, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
+def _run_knobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", default=None, metavar="NAME",
+                   help="Jupyter kernel to execute with (default: python3, the interpreter running compendium)")
+    p.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="wall-clock limit for the whole notebook, per chapter (default: none)")
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    """``compendium calibrate``: a pooled nested case-control CSV in, the calibrated spline analysis out
+    (:mod:`compendium.stats.pooling`); needs no project checkout."""
+    import warnings
+    from pathlib import Path
+
+    import pandas as pd
+
+    from compendium.stats.pooling import PooledSplineModel
+
+    path = Path(args.data)
+    if not path.is_file():
+        print(f"error: no such file: {path}", file=sys.stderr)
+        return 2
+    try:
+        df = pd.read_csv(path, sep=args.sep)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        print(f"error: cannot read {path} as CSV: {err}", file=sys.stderr)
+        return 2
+    knots: object = args.knots
+    try:
+        values = [float(v) for v in str(args.knots).split(",") if v.strip()]
+        knots = int(values[0]) if len(values) == 1 else values
+    except ValueError:
+        print(f"error: --knots takes a number of knots (3-7) or comma-separated knot values, got {args.knots!r}",
+              file=sys.stderr)
+        return 2
+    ref_studies = None
+    if args.reference_studies:
+        ref_studies = [v.strip() for v in args.reference_studies.split(",") if v.strip()]
+        labels = {str(v): v for v in pd.unique(df[args.study])} if args.study in df.columns else {}
+        ref_studies = [labels.get(v, v) for v in ref_studies]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = PooledSplineModel(df, study=args.study, set=args.set, case=args.case, local=args.local,
+                                      reference=args.reference, covariates=args.covariates,
+                                      calibration_covariates=args.calibration_covariates,
+                                      reference_studies=ref_studies, missing=args.missing)
+            res = model.fit(args.method, knots=knots)
+            grid = None
+            if args.grid:
+                lo, hi, n = (float(v) for v in args.grid.split(","))
+                grid = __import__("numpy").linspace(lo, hi, int(n))
+            paths = res.save(args.out, grid=grid, ref=args.ref)
+        except (ValueError, KeyError) as err:
+            print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+            return 2
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    print(res.report())
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compendium", description=__doc__)
     p.add_argument("--root", help="project root (default: found from the working directory)")
@@ -125,12 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="default", help="quick | default | paper (default: default)")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="override one parameter (repeatable), e.g. -p epochs 3")
+    _run_knobs(r)
+    r.add_argument("--log-output", action="store_true",
+                   help="also stream the kernel's output to the terminal (it always goes to results/<chapter>.log)")
 
     b = sub.add_parser("build", help="re-run changed chapters, then render the book")
     b.add_argument("--profile", default="default")
     b.add_argument("--jobs", type=int, default=1, help="chapters run in parallel (default 1)")
     b.add_argument("--force", action="store_true", help="re-run every chapter")
     b.add_argument("--lenient", action="store_true", help="do not fail the render on Sphinx warnings")
+    _run_knobs(b)
+
+    sub.add_parser("clean", help="remove build outputs (book/chapters, results, _build) and what interrupted runs left")
 
     cl = sub.add_parser("claims", help="pre-registration: check the claims' rules against their pins, or re-pin")
     cl.add_argument("action", choices=["check", "lock"],
@@ -139,16 +269,46 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="the dataset registry")
     d.add_argument("action", choices=["list", "verify", "fetch"])
     d.add_argument("names", nargs="*", help="datasets (default: all)")
+    ca = sub.add_parser("calibrate", help="calibrated spline analysis of your own pooled nested case-control CSV",
+                        description="Calibrate each study's local measurements to the reference laboratory, fit a "
+                        "restricted-cubic-spline conditional logistic regression, and write the coefficient table "
+                        "(stacked sandwich SEs), the curve with pointwise CIs (CSV, PNG) and a report. Matched sets "
+                        "are identified by (study, set); any matching ratio; tied cases by the exact conditional "
+                        "likelihood. Python API: compendium.stats.pooling.PooledSplineModel.")
+    ca.add_argument("data", help="CSV file, one row per person")
+    ca.add_argument("--study", required=True, help="study column")
+    ca.add_argument("--set", required=True, help="matched-set column (ids may restart in each study)")
+    ca.add_argument("--case", required=True, help="case indicator column (1 case, 0 control)")
+    ca.add_argument("--local", required=True, help="local-laboratory measurement column (may be empty in reference studies)")
+    ca.add_argument("--reference", required=True, help="reference-laboratory measurement column (empty where not measured)")
+    ca.add_argument("--covariates", help="outcome-model covariates: a patsy right-hand side, e.g. \"age + C(sex)\"")
+    ca.add_argument("--calibration-covariates", help="calibration-model covariates (patsy right-hand side)")
+    ca.add_argument("--reference-studies", help="comma-separated reference-laboratory studies "
+                    "(default: the studies where everyone has a reference measurement)")
+    ca.add_argument("--method", default="full", choices=["naive", "internalized", "full"], help="default: full")
+    ca.add_argument("--knots", default="4", help="number of knots (3-7, Harrell's quantiles) or comma-separated values (default 4)")
+    ca.add_argument("--ref", type=float, help="reference exposure of the curve (default: the median exposure)")
+    ca.add_argument("--grid", help="curve grid as FROM,TO,N (default: 1st to 99th percentile, 101 points)")
+    ca.add_argument("--missing", default="raise", choices=["raise", "drop"], help="rows with missing values: stop (default) or drop")
+    ca.add_argument("--sep", default=",", help="CSV field separator (default ,)")
+    ca.add_argument("--out", default="calibration-results", help="output folder (default calibration-results/)")
+    ca.set_defaults(standalone=_cmd_calibrate)
+
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "standalone", None):  # needs no project (calibrate)
+        return args.standalone(args)
     try:
         project = Project.discover(args.root, args.output_root)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    handler = {"list": _cmd_list, "run": _cmd_run, "build": _cmd_build, "data": _cmd_data,
+    handler = {"list": _cmd_list, "run": _cmd_run, "build": _cmd_build, "clean": _cmd_clean, "data": _cmd_data,
                "claims": _cmd_claims}[args.command]
-    return handler(project, args)
+    from compendium.book.runner import sigterm_raises
+
+    with sigterm_raises():  # SIGTERM cleans up like Ctrl-C: no partial outputs, previous ones kept
+        return handler(project, args)

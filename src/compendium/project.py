@@ -9,7 +9,7 @@ that they never overwrite the book's own outputs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT_ENV = "COMPENDIUM_ROOT"
@@ -35,6 +35,10 @@ def find_root(start: Path | None = None) -> Path:
 class Project:
     root: Path
     output_root: Path
+    #: The ``compendium`` package the chapters import (default: the one this process imported).
+    #: The runner puts its parent folder first on the kernel's import path, so that the kernel
+    #: imports this same package, and tracks each chapter's dependencies in it.
+    package: Path | None = field(default=None, compare=False)
 
     @classmethod
     def discover(cls, root: Path | str | None = None, output_root: Path | str | None = None) -> "Project":
@@ -52,7 +56,7 @@ class Project:
 
     @property
     def package_dir(self) -> Path:
-        return Path(__file__).resolve().parent
+        return Path(self.package).resolve() if self.package else Path(__file__).resolve().parent
 
     def notebook(self, chapter: str) -> Path:
         return self.notebooks_dir / f"{chapter}.ipynb"
@@ -81,3 +85,34 @@ class Project:
 
     def record(self, chapter: str) -> Path:
         return self.results_dir / f"{chapter}.json"
+
+    def log(self, chapter: str) -> Path:
+        """``results/<chapter>.log``: the kernel's output of the chapter's latest run."""
+        return self.results_dir / f"{chapter}.log"
+
+    def failure_marker(self, chapter: str) -> Path:
+        """``results/<chapter>.failed.json``: present while the chapter's latest run failed."""
+        return self.results_dir / f"{chapter}.failed.json"
+
+    # --- run-time state (locks, staging) --------------------------------------------
+    @property
+    def locks_dir(self) -> Path:
+        return self.build_dir / "locks"
+
+    def run_lock(self, chapter: str) -> Path:
+        """Held for the whole of one run of ``chapter``: a second run refuses at once."""
+        return self.locks_dir / f"{chapter}.run.lock"
+
+    def publish_lock(self, chapter: str) -> Path:
+        """Held exclusively while a run publishes the chapter's notebook and record together,
+        shared by readers of the pair (the book's staging)."""
+        return self.locks_dir / f"{chapter}.publish.lock"
+
+    @property
+    def build_lock(self) -> Path:
+        return self.locks_dir / "build.lock"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where runs write their notebook and record before publishing them (``_build/runs``)."""
+        return self.build_dir / "runs"

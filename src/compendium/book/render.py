@@ -29,14 +29,17 @@ def _summary_row(label: str, counts: Counter, stale: str = "") -> str:
     return f"| {label} | {sum(counts.values())} | " + " | ".join(str(counts.get(v, 0)) for v in VERDICTS) + f" | {stale} |"
 
 
-def scoreboard_markdown(project: Project, chapters: list[str]) -> str:
+def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str, Any] | None = None,
+                        stale: dict[str, list[str]] | None = None) -> str:
     """The reproduction scoreboard: every chapter's claims, published value and source, our
     number with its 95 % interval and n, the verdict and why, the scale that ran, each claim's
     recorded rule revisions, and a **stale** mark where a record no longer matches its sources."""
     from compendium.book.runner import stale_reasons
 
-    records = {c: last_record(project, c) for c in chapters}
-    stale = {c: stale_reasons(project, c) if records[c] else [] for c in chapters}
+    given_records, given_stale = records or {}, stale or {}
+    records = {c: given_records.get(c) or last_record(project, c) for c in chapters}
+    stale = {c: (given_stale[c] if c in given_stale else stale_reasons(project, c, records[c])) if records[c] else []
+             for c in chapters}
     per_chapter = {c: Counter(cl["verdict"] for cl in (r or {}).get("claims", [])) for c, r in records.items()}
     total = sum(per_chapter.values(), Counter())
     head = "| chapter | claims | " + " | ".join(_SHORT.get(v, v) for v in VERDICTS) + " | stale |"
@@ -122,16 +125,22 @@ def stage(project: Project) -> tuple[Path, list[str]]:
         if item.name == "chapters" or item.name == "scoreboard.md":
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, src / "book" / item.name)
-    present = [c for c in toc_chapters(project) if project.executed(c).is_file()]
-    from compendium.book.runner import stale_reasons
+    from compendium.book.runner import read_lock, stale_reasons
 
-    for c in present:
+    present, records, stale = [], {}, {}
+    for c in toc_chapters(project):
         target = src / "book" / "chapters" / f"{c}.ipynb"
-        shutil.copy2(project.executed(c), target)
-        reasons = stale_reasons(project, c)
-        if reasons:
-            _stale_banner(target, reasons)
-    (src / "book" / "scoreboard.md").write_text(scoreboard_markdown(project, present), encoding="utf-8")
+        # the notebook and its record as one pair: a run publishing this chapter now waits for us
+        with read_lock(project, c):
+            if not project.executed(c).is_file():
+                continue
+            shutil.copy2(project.executed(c), target)
+            records[c] = last_record(project, c)
+        present.append(c)
+        stale[c] = stale_reasons(project, c, records[c], notebook=target) if records[c] else ["never run"]
+        if stale[c]:
+            _stale_banner(target, stale[c])
+    (src / "book" / "scoreboard.md").write_text(scoreboard_markdown(project, present, records, stale), encoding="utf-8")
 
     with open(project.root / "_toc.yml", encoding="utf-8") as fh:
         toc = yaml.safe_load(fh)
@@ -166,7 +175,16 @@ def jupyter_book_executable() -> list[str]:
 
 def render_book(project: Project, strict: bool = True) -> tuple[Path, str]:
     """Build the HTML book; returns the index path and the build log. With ``strict``,
-    Sphinx warnings (broken references, missing documents, bad glue keys) fail the build."""
+    Sphinx warnings (broken references, missing documents, bad glue keys) fail the build.
+    Holds the build lock (:func:`compendium.book.runner.build_lock`): a second build of the same
+    output root refuses at once instead of racing on ``_build/source``."""
+    from compendium.book.runner import build_lock
+
+    with build_lock(project):
+        return _render(project, strict)
+
+
+def _render(project: Project, strict: bool) -> tuple[Path, str]:
     src, _present = stage(project)
     cmd = [*jupyter_book_executable(), "build", str(src), "--path-output", str(project.output_root), "--all"]
     if strict:

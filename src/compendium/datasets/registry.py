@@ -89,6 +89,57 @@ class Resolved:
         return {"path": self.file.path, "source": self.source, "sha256": self.sha256}
 
 
+@dataclass(frozen=True)
+class FoundCopy:
+    """A copy of a registered file found in the cache or the mirror, with its checksum."""
+
+    source: str  # "cache" or "mirror"
+    path: Path
+    sha256: str
+    size: int
+    matches: bool
+
+
+@dataclass
+class FileDiagnosis:
+    """One registered file: the verified copy (if any), every copy found, and where it was sought."""
+
+    file: DataFile
+    resolved: Resolved | None
+    found: list[FoundCopy]
+    searched: list[Path]
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``corrupt`` (a copy is present but no copy verifies), ``unverifiable``
+        (the registry records no checksum) or ``missing``."""
+        if self.resolved is not None:
+            return "ok"
+        if not self.file.verifiable:
+            return "unverifiable"
+        return "corrupt" if self.found else "missing"
+
+    def expected(self) -> str:
+        return ", ".join(f"{a} {v}" for a, v in self.file.checksums.items()) or "none recorded (cannot be verified)"
+
+    def lines(self, indent: str = "  ") -> list[str]:
+        """The file, its expected checksum, what was found where, where to put it, its source."""
+        f = self.file
+        why = {"ok": "ok", "corrupt": "CHECKSUM MISMATCH", "missing": "MISSING",
+               "unverifiable": "no checksum is recorded for it, so no copy can be verified"}[self.state]
+        out = [f"{indent}- {f.path}: {why}", f"{indent}    expected: {self.expected()}"]
+        if self.found:
+            for c in self.found:
+                verdict = "matches" if c.matches else ("does not match" if f.verifiable else "unverifiable")
+                out.append(f"{indent}    found:    {c.source} {c.path}: sha256 {c.sha256} ({c.size:,} bytes), {verdict}")
+        else:
+            out.append(f"{indent}    found:    nothing at " + " or ".join(str(p) for p in self.searched))
+        out.append(f"{indent}    put it:   " + (str(self.searched[0]) + (f" (or the mirror: {self.searched[1]})"
+                                                                       if len(self.searched) > 1 else "")))
+        out.append(f"{indent}    source:   {', '.join(f.urls) or 'unknown'}")
+        return out
+
+
 def file_digests(path: Path, algos: Iterable[str] = _ALGOS) -> dict[str, str]:
     hashes = {a: hashlib.new(a) for a in algos}
     with open(path, "rb") as fh:
@@ -222,11 +273,27 @@ class Registry:
         ds = self.dataset(dataset)
         return {f.name: self.locate(f) for f in ds.files}
 
+    # --- diagnosis (what the error messages say) ------------------------------------------
+    def diagnose(self, f: DataFile) -> "FileDiagnosis":
+        """Where ``f`` was looked for, what was found there, and whether a copy verifies
+        (no download). Used by the error messages and by the runner's check before a chapter."""
+        places = [("cache", self.cache_dir / f.path)]
+        if self.mirror_dir is not None:
+            places.append(("mirror", self.mirror_dir / f.path))
+        found: list[FoundCopy] = []
+        for source, path in places:
+            if not path.is_file():
+                continue
+            _ok, got = self._matches(f, path) if f.verifiable else (False, file_digests(path))
+            found.append(FoundCopy(source, path, got["sha256"], path.stat().st_size,
+                                   matches=bool(f.verifiable and _ok)))
+        resolved = next((Resolved(f, c.path, c.source, c.sha256) for c in found if c.matches), None)
+        return FileDiagnosis(f, resolved, found, [p for _s, p in places])
+
     def _missing_message(self, ds: Dataset, missing: list[DataFile]) -> str:
         lines = [f"dataset '{ds.name}' ({ds.title}): {len(missing)} file(s) could not be resolved:"]
         for f in missing:
-            why = "no checksum is recorded for it, so no copy can be verified" if not f.verifiable else "not found or checksum mismatch"
-            lines.append(f"  - {f.path}  ({why}); source: {', '.join(f.urls) or 'unknown'}")
+            lines += self.diagnose(f).lines()
         lines.append(f"Put verified copies under {self.cache_dir}/ (same relative paths)"
                      + (f" or in the mirror {self.mirror_dir}/" if self.mirror_dir else
                         f", or point ${MIRROR_ENV} at a folder holding them")

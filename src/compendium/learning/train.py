@@ -2,7 +2,10 @@
 progress, per-epoch metrics, checkpoint/resume and a guard against NaN/inf losses.
 
 Every chapter trains through :func:`fit`; a model maps a batch of inputs ``[B, ...]`` to
-logits ``[B, classes]`` (spiking models own their input coding and time loop).
+logits ``[B, classes]`` (spiking models own their input coding and time loop). The per-epoch
+metric is a hook (``metric``, default :func:`accuracy`), so loops that are not classification
+(regression, tracking, a loss-only run with ``metric=None``) get the same guard, schedule,
+seeding and checkpoints.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from compendium.progress import interactive, progress
 
 Data = Dataset | tuple[Tensor, Tensor]
+Metric = Callable[[Tensor, Tensor], "Tensor | float"]
+
+
+def accuracy(out: Tensor, y: Tensor) -> Tensor:
+    """The default metric: the share of rows whose largest output (``argmax(1)``) is the label."""
+    return (out.argmax(1) == y).float().mean()
 
 
 class TrainingDiverged(RuntimeError):
@@ -99,21 +108,27 @@ def _loader(data: Data, batch_size: int, shuffle: bool, seed: int) -> DataLoader
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Data, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-             batch_size: int = 256, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Mean loss and accuracy of ``model`` on ``data`` (eval mode)."""
+             batch_size: int = 256, device: str | torch.device = "cpu", metric: Metric | None = accuracy,
+             metric_name: str = "acc") -> dict[str, float]:
+    """Mean loss and mean ``metric`` (default: accuracy, as ``"acc"``) of ``model`` on ``data``
+    (eval mode); ``metric=None`` reports the loss only. Batch means are weighted by batch size."""
     loss_fn = loss_fn or nn.functional.cross_entropy
     dev = torch.device(device)
     was_training = model.training
     model.eval()
-    total, correct, loss_sum = 0, 0, 0.0
+    total, metric_sum, loss_sum = 0, 0.0, 0.0
     for x, y in _loader(data, batch_size, False, 0):
         x, y = x.to(dev), y.to(dev)
         out = model(x)
         loss_sum += float(loss_fn(out, y)) * len(y)
-        correct += int((out.argmax(1) == y).sum())
+        if metric is not None:
+            metric_sum += float(metric(out, y)) * len(y)
         total += len(y)
     model.train(was_training)
-    return {"loss": loss_sum / total, "acc": correct / total}
+    out = {"loss": loss_sum / total}
+    if metric is not None:
+        out[metric_name] = metric_sum / total
+    return out
 
 
 def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_size: int = 64,
@@ -123,7 +138,8 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         deterministic: bool = False, checkpoint: str | Path | None = None, resume: bool = False,
         desc: str = "train", show_progress: bool = True, eval_batch_size: int = 256,
         val: Data | None = None, decay_filter: Callable[[str, nn.Parameter], bool] | None = None,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> History:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None, metric: Metric | None = accuracy,
+        metric_name: str = "acc") -> History:
     """Train ``model`` and return its :class:`History`.
 
     ``optimizer``: ``"adam"``, ``"sgd"`` (momentum 0.9) or a factory ``f(params, lr=...)``;
@@ -131,6 +147,11 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
     the state (model, optimizer, schedule, history, RNG) is saved atomically after every
     epoch, and ``resume=True`` continues from it. A NaN/inf loss stops training with
     :class:`TrainingDiverged` naming the epoch and step.
+
+    ``metric(out, y)`` is the per-batch metric (its batch mean; default :func:`accuracy`),
+    recorded every epoch as ``train_<metric_name>`` and, with ``val``/``test``, as
+    ``val_<metric_name>``/``test_<metric_name>``. Pass e.g. ``metric=lambda out, y: (out - y).abs().mean(),
+    metric_name="mae"`` for a regression loop, or ``metric=None`` to record losses only.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -171,29 +192,34 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         # one shuffle seed per epoch, so that a resumed run sees the same batches as an uninterrupted one
         loader = _loader(train, batch_size, True, seed * 100_003 + epoch)
         model.train()
-        t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
+        t0, seen, metric_sum, loss_sum = time.time(), 0, 0.0, 0.0
         steps = progress(loader, desc=f"{desc} epoch {epoch}/{epochs}", enabled=show_progress and interactive())
         for step, (x, y) in enumerate(steps):
             x, y = x.to(dev), y.to(dev)
             out = model(x)
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{desc}: loss became {float(loss)} at epoch {epoch}, step {step} "
+                raise TrainingDiverged(f"{desc}: loss became {float(loss.detach())} at epoch {epoch}, step {step} "
                                        f"(lr={opt.param_groups[0]['lr']:g}); lower the learning rate or check the inputs")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach()) * len(y)
-            correct += int((out.detach().argmax(1) == y).sum())
+            if metric is not None:
+                with torch.no_grad():
+                    metric_sum += float(metric(out.detach(), y)) * len(y)
             seen += len(y)
         if sched:
             sched.step()
-        rec = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "lr": opt.param_groups[0]["lr"], "time_s": time.time() - t0}
+        rec = {"epoch": epoch, "train_loss": loss_sum / seen}
+        if metric is not None:
+            rec[f"train_{metric_name}"] = metric_sum / seen
+        rec.update({"lr": opt.param_groups[0]["lr"], "time_s": time.time() - t0})
         for name, data in (("val", val), ("test", test)):
             if data is not None:
-                ev = evaluate(model, data, loss_fn, batch_size=eval_batch_size, device=dev)
-                rec.update({f"{name}_loss": ev["loss"], f"{name}_acc": ev["acc"]})
+                ev = evaluate(model, data, loss_fn, batch_size=eval_batch_size, device=dev, metric=metric,
+                              metric_name=metric_name)
+                rec.update({f"{name}_{k}": v for k, v in ev.items()})
         history.records.append(rec)
         if show_progress:
             print(f"{desc} epoch {epoch}/{epochs}: " + ", ".join(
