@@ -1,6 +1,19 @@
 """Node classifiers: spiking GC-SNN / GA-SNN (with or without STFN) and their ANN baselines
 (GCN, GAT), all through the same data path; :class:`NodeClassifier` lets the package's one
-training loop (:func:`compendium.learning.fit`) train them on node indices."""
+training loop (:func:`compendium.learning.fit`) train them on node indices.
+
+Preprocessing and initialisation, per model:
+
+- the ANN baselines take row-normalised features (:func:`row_normalize`, PyG's
+  ``NormalizeFeatures``), as Kipf & Welling and Veličković et al. did, and Glorot-initialised
+  weights (their code's and PyG's);
+- the spiking networks take the binary bag-of-words features themselves as spikes (direct
+  coding, identical at every step): row-normalised values are not spikes;
+- a spiking layer without STFN is rescaled at initialisation so that its neurons' input has
+  standard deviation ``V_th`` on the graph (:func:`threshold_scaled_graph_init`): from
+  PyTorch's default initialisation its membrane stays below threshold on Cora and CiteSeer, no
+  neuron fires, the surrogate gradient is zero and it never learns.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +23,18 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
-from compendium.graph.layers import SpikingGATConv, SpikingGCNConv, normalized_adjacency, propagate
+from compendium.graph.layers import (SparseOperator, SpikingGATConv, SpikingGCNConv, dropout, normalized_adjacency,
+                                     propagate)
+from compendium.spiking.init import frozen_buffers
+from compendium.spiking.neuron import LIF
 
 ENCODINGS = ("direct", "bernoulli", "threshold")
+
+
+def row_normalize(x: Tensor) -> Tensor:
+    """Each node's (non-negative) features divided by their sum, a sum below 1 by 1 (so an
+    all-zero row stays zero): PyG's ``NormalizeFeatures``, Kipf & Welling's preprocessing."""
+    return x / x.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
 
 def encode_features(x: Tensor, T: int, encoding: str, generator: torch.Generator | None = None,
@@ -50,43 +72,79 @@ class SpikingGNN(nn.Module):
             self.layer2 = SpikingGATConv(hidden * heads, classes, T, num_nodes, stfn=False, lif=lif, heads=1,
                                          concat=False, dropout=dropout, spiking=False)
 
-    def forward(self, x: Tensor, graph: Tensor) -> Tensor:
-        """``graph``: the normalised adjacency (GC) or the edge index (GA)."""
-        spikes = self.layer1(x, graph)
-        spikes = nn.functional.dropout(spikes, self.dropout, self.training)
+    def forward(self, x: Tensor | SparseOperator, graph: Tensor | SparseOperator) -> Tensor:
+        """``graph``: the normalised adjacency (GC) or the edge index (GA).
+
+        GC: the second layer is linear and non-spiking, so the mean over steps of its output is
+        that layer applied once to the mean over steps of the (dropped-out) spikes,
+        ``mean_t(Â (o_t W) + b) = Â (mean_t(o_t) W) + b``: one aggregation instead of ``T``."""
+        spikes = dropout(self.layer1(x, graph), self.dropout, self.training)
+        if self.kind == "gcn":
+            return self.layer2.static(spikes.mean(0), graph)
         return self.layer2(spikes, graph).mean(0)
 
 
-def sparse_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Dropout on the stored values of a sparse tensor (zeros stay zero, as in Kipf & Welling)."""
-    if not training or p == 0:
-        return x
-    x = x.coalesce()
-    return torch.sparse_coo_tensor(x.indices(), nn.functional.dropout(x.values(), p, True), x.shape,
-                                   check_invariants=False)
+@torch.no_grad()
+def threshold_scaled_graph_init(clf: "NodeClassifier", gain: float = 1.0, iterations: int = 2) -> list[float]:
+    """Rescale each spiking layer *without STFN* of ``clf.model`` (forward order) so that the
+    standard deviation of its neurons' input over all nodes, channels and steps is
+    ``gain · V_th``; returns those standard deviations after rescaling.
 
-
-def linear_any(lin: nn.Linear, x: Tensor) -> Tensor:
-    """``lin(x)`` for a dense or sparse ``x``."""
-    if not x.is_sparse:
-        return lin(x)
-    out = torch.sparse.mm(x, lin.weight.t())
-    return out + lin.bias if lin.bias is not None else out
+    This is LSUV (Mishkin & Matas, ICLR 2016) with the threshold as target, as
+    :func:`compendium.spiking.init.threshold_scaled_init`, but measured at the neuron's input —
+    after the graph aggregation ``Â (X W) + b`` — which that function's hooks on linear layers
+    do not see (the features enter as a sparse product). It is data-dependent: the whole graph
+    is the batch, in training mode. A layer with STFN is left alone: STFN normalises its input
+    to ``ρ V_th`` whatever the weights' scale."""
+    net = clf.model
+    layers = [m for m in net.modules() if isinstance(m, (SpikingGCNConv, SpikingGATConv))
+              and isinstance(m.neuron, LIF) and isinstance(m.norm, nn.Identity)]
+    stds: list[float] = []
+    with frozen_buffers(clf):
+        for layer in layers:
+            target = gain * float(layer.neuron.threshold)
+            weights = [p for n, p in layer.named_parameters() if n.endswith("weight") and p.dim() == 2]
+            seen: list[Tensor] = []
+            hook = layer.neuron.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0]))
+            try:
+                for _ in range(iterations):
+                    seen.clear()
+                    clf.full()
+                    s = float(seen[0].std())
+                    if s > 0:
+                        for w in weights:
+                            w.mul_(target / s)
+                seen.clear()
+                clf.full()
+                stds.append(float(seen[0].std()))
+            finally:
+                hook.remove()
+    return stds
 
 
 class GCN(nn.Module):
-    """Kipf & Welling's two-layer GCN, on the same propagation as the spiking layers."""
+    """Kipf & Welling's two-layer GCN, ``Â ReLU(Â X W₁ + b₁) W₂ + b₂``, on the same propagation as
+    the spiking layers: Glorot-initialised weights, dropout on the input features' stored values
+    (their sparse dropout) and on the hidden layer."""
 
     def __init__(self, in_features: int, hidden: int, classes: int, dropout: float = 0.5):
         super().__init__()
-        self.lin1, self.lin2 = nn.Linear(in_features, hidden), nn.Linear(hidden, classes)
+        self.lin1, self.lin2 = nn.Linear(in_features, hidden, bias=False), nn.Linear(hidden, classes, bias=False)
+        self.bias1, self.bias2 = nn.Parameter(torch.zeros(hidden)), nn.Parameter(torch.zeros(classes))
+        for lin in (self.lin1, self.lin2):
+            nn.init.xavier_uniform_(lin.weight)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, adj: Tensor) -> Tensor:
-        x = sparse_dropout(x, self.dropout, self.training) if x.is_sparse else nn.functional.dropout(x, self.dropout, self.training)
-        h = torch.relu(propagate(adj, linear_any(self.lin1, x)))
-        h = nn.functional.dropout(h, self.dropout, self.training)
-        return propagate(adj, self.lin2(h))
+    def forward(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
+        if isinstance(x, SparseOperator):
+            xw = x(self.lin1.weight.t(), value_dropout=self.dropout, training=self.training)
+        elif x.is_sparse:
+            raise TypeError("GCN: pass sparse features as a SparseOperator (value dropout needs their transpose)")
+        else:
+            xw = self.lin1(dropout(x, self.dropout, self.training))
+        h = torch.relu(propagate(adj, xw) + self.bias1)
+        h = dropout(h, self.dropout, self.training)
+        return propagate(adj, self.lin2(h)) + self.bias2
 
 
 class GAT(nn.Module):
@@ -99,30 +157,48 @@ class GAT(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        x = nn.functional.dropout(x, self.dropout, self.training)
+        x = dropout(x, self.dropout, self.training)
         h = nn.functional.elu(self.conv1(x, edge_index))
-        h = nn.functional.dropout(h, self.dropout, self.training)
+        h = dropout(h, self.dropout, self.training)
         return self.conv2(h, edge_index)
 
 
 class NodeClassifier(nn.Module):
     """Wraps a full-graph model so that it maps node indices to logits: transductive node
-    classification then trains through the ordinary loop, with the labelled nodes as the data."""
+    classification then trains through the ordinary loop, with the labelled nodes as the data.
+
+    For GC models the normalised adjacency, and bag-of-words features (~1 % non-zero), are held
+    as :class:`SparseOperator`. In evaluation mode without gradient the full-graph logits are
+    computed once per state of the parameters and reused for every index set (validation and
+    test in the same epoch cost one forward pass, not two)."""
 
     def __init__(self, model: nn.Module, x: Tensor, edge_index: Tensor, num_nodes: int):
         super().__init__()
         self.model = model
         self.register_buffer("edge_index", edge_index)
         self.graph_arg = "edge_index" if isinstance(model, GAT) or getattr(model, "kind", "") == "gat" else "adj"
+        self.x: Tensor | SparseOperator
         if self.graph_arg == "adj":
-            self.register_buffer("adj", normalized_adjacency(edge_index, num_nodes))
-            # bag-of-words features are ~1 % non-zero: the first layer's product is far cheaper sparse
+            self.adj = SparseOperator(normalized_adjacency(edge_index, num_nodes))
             if x.dim() == 2 and float((x != 0).float().mean()) < 0.1:
-                x = x.to_sparse()
-        self.register_buffer("x", x)
+                self.x = SparseOperator(x)
+            else:
+                self.register_buffer("x", x)
+        else:
+            self.register_buffer("x", x)
+        self._cache: tuple[tuple, Tensor] | None = None
 
     def full(self) -> Tensor:
         return self.model(self.x, getattr(self, self.graph_arg))
 
+    def _state_key(self) -> tuple:
+        return tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
+
     def forward(self, idx: Tensor) -> Tensor:
-        return self.full()[idx]
+        if self.training or torch.is_grad_enabled():
+            self._cache = None
+            return self.full()[idx]
+        key = self._state_key()
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self.full())
+        return self._cache[1][idx]
