@@ -33,7 +33,7 @@ from compendium.learning.tuning import TunedComparison, compare_tuned
 from compendium.progress import progress
 from compendium.spiking.counters import OpCounter
 from compendium.spiking.encoding import rate
-from compendium.spiking.init import firing_rates, frozen_buffers
+from compendium.spiking.init import firing_rates, threshold_scaled_init
 from compendium.spiking.layers import SeqFold
 from compendium.spiking.nets import SpikingClassifier, ann_mlp, spiking_mlp
 from compendium.spiking.neuron import LIF
@@ -118,30 +118,12 @@ def threshold_init(net: SpikingClassifier, x: Tensor, threshold: float, gain: fl
     weights and the threshold keeps its effect on firing. Runs in training mode and restores
     buffers. Returns each stage's output std after rescaling."""
     stages = list(net.body)
-    pairs = [(stages[i], stages[i + 1]) for i in range(len(stages) - 1)
-             if isinstance(stages[i], SeqFold) and isinstance(stages[i + 1], LIF)]
-    stds: list[float] = []
-    with frozen_buffers(net):
-        for stage, _lif in pairs:
-            weights = [m for m in stage.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-            if not weights:
-                continue
-            layer = weights[-1]
-            out: list[Tensor] = []
-            hook = stage.register_forward_hook(lambda _m, _i, o: out.append(o))
-            try:
-                for _ in range(iterations):
-                    out.clear()
-                    net(x)
-                    s = float(out[0].std())
-                    if s > 0:
-                        layer.weight.mul_(gain * threshold / s)
-                out.clear()
-                net(x)
-                stds.append(float(out[0].std()))
-            finally:
-                hook.remove()
-    return stds
+    targets = []
+    for stage, nxt in zip(stages, stages[1:]):
+        weights = [m for m in stage.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if isinstance(stage, SeqFold) and isinstance(nxt, LIF) and weights:
+            targets.append((weights[-1], stage))
+    return threshold_scaled_init(net, x, threshold, gain, iterations, targets=targets)
 
 
 def build_snn(setup: Setup, init_x: Tensor | None, *, penultimate_threshold: float | None = None,

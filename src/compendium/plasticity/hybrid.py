@@ -191,27 +191,14 @@ class HybridMLP(nn.Module):
         return self.readout(spikes.mean(0))
 
 
-@torch.no_grad()
 def firing_rates(model: nn.Module, x: Tensor) -> list[float]:
     """Mean spike rate of every :class:`PlasticLIF` layer of ``model`` on ``x`` (forward order),
     in training mode as during training; buffers (the persistent Hebbian traces) are restored
     afterwards, so the check leaves the model as it was. A layer at rate 0 passes no gradient
     through its surrogate window and cannot learn for a trivial reason."""
-    from compendium.spiking.init import frozen_buffers
+    from compendium.spiking.init import firing_rates as neuron_rates
 
-    rates: list[float] = []
-
-    def record(_m: nn.Module, _i: tuple, out: Tensor | tuple) -> None:
-        rates.append(float((out[0] if isinstance(out, tuple) else out).float().mean()))
-
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, PlasticLIF)]
-    try:
-        with frozen_buffers(model):
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return rates
+    return neuron_rates(model, x, kinds=(PlasticLIF,))
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

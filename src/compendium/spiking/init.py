@@ -21,7 +21,7 @@ restore every buffer afterwards, so BN running statistics are left as they were.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -47,17 +47,21 @@ def _weight_layers(model: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: float = 1.0,
-                          iterations: int = 2) -> list[float]:
+                          iterations: int = 2,
+                          targets: Sequence[tuple[nn.Module, nn.Module]] | None = None) -> list[float]:
     """Rescale every conv/linear weight, in forward order, so its output std on ``x`` is ``gain·threshold``.
 
-    Returns the final output std of each layer (for the chapter's record). The last layer (the
-    classifier) is left as it is: it feeds no neuron."""
-    layers = _weight_layers(model)[:-1]
+    ``targets`` overrides which weights are scaled: ``(layer, measured)`` pairs, in forward
+    order, rescaling ``layer.weight`` until the output of ``measured`` (the layer itself, or the
+    stage that ends in it) has that std. By default every conv/linear layer but the last (the
+    classifier, which feeds no neuron) is its own measured module. Returns the final output std
+    of each target (for the chapter's record)."""
+    pairs = targets if targets is not None else [(layer, layer) for layer in _weight_layers(model)[:-1]]
     stds: list[float] = []
     with frozen_buffers(model):
-        for layer in layers:
+        for layer, measured in pairs:
             out: list[Tensor] = []
-            h = layer.register_forward_hook(lambda _m, _i, o: out.append(o))
+            h = measured.register_forward_hook(lambda _m, _i, o: out.append(o))
             try:
                 for _ in range(iterations):
                     out.clear()
@@ -74,13 +78,19 @@ def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: f
 
 
 @torch.no_grad()
-def firing_rates(model: nn.Module, x: Tensor) -> list[float]:
-    """Mean firing rate of every LIF layer of ``model`` on ``x`` (forward order), as in training."""
+def firing_rates(model: nn.Module, x: Tensor, kinds: tuple[type, ...] | None = None) -> list[float]:
+    """Mean firing rate of every neuron layer of ``model`` on ``x`` (forward order), as in training.
+
+    ``kinds`` are the neuron module types to read (default: :class:`~compendium.spiking.neuron.LIF`);
+    a neuron returning a tuple is read at its first element (the spikes)."""
     from compendium.spiking.neuron import LIF
 
     rates: list[float] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, o: rates.append(float(o.float().mean())))
-             for m in model.modules() if isinstance(m, LIF)]
+
+    def record(_m: nn.Module, _i: tuple, out: Tensor | tuple) -> None:
+        rates.append(float((out[0] if isinstance(out, tuple) else out).float().mean()))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, kinds or (LIF,))]
     try:
         with frozen_buffers(model):
             model(x)
