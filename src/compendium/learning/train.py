@@ -117,9 +117,9 @@ def evaluate(model: nn.Module, data: Data, loss_fn: Callable[[Tensor, Tensor], T
     was_training = model.training
     model.eval()
     total, metric_sum, loss_sum = 0, 0.0, 0.0
-    for x, y in _loader(data, batch_size, False, 0):
-        x, y = x.to(dev), y.to(dev)
-        out = model(x)
+    for batch in _loader(data, batch_size, False, 0):
+        *xs, y = (t.to(dev) for t in batch)
+        out = model(*xs)
         loss_sum += float(loss_fn(out, y)) * len(y)
         if metric is not None:
             metric_sum += float(metric(out, y)) * len(y)
@@ -139,7 +139,7 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         desc: str = "train", show_progress: bool = True, eval_batch_size: int = 256,
         val: Data | None = None, decay_filter: Callable[[str, nn.Parameter], bool] | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None, metric: Metric | None = accuracy,
-        metric_name: str = "acc") -> History:
+        metric_name: str = "acc", on_step: Callable[[dict[str, float]], None] | None = None) -> History:
     """Train ``model`` and return its :class:`History`.
 
     ``optimizer``: ``"adam"``, ``"sgd"`` (momentum 0.9) or a factory ``f(params, lr=...)``;
@@ -152,6 +152,12 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
     recorded every epoch as ``train_<metric_name>`` and, with ``val``/``test``, as
     ``val_<metric_name>``/``test_<metric_name>``. Pass e.g. ``metric=lambda out, y: (out - y).abs().mean(),
     metric_name="mae"`` for a regression loop, or ``metric=None`` to record losses only.
+
+    ``train`` (and ``val``/``test``) is a tuple of tensors sharing their first dimension, or a
+    dataset yielding such tuples: the last is the target, the others are the model's inputs
+    (``model(x1, ..., xk)``), so multi-input models (few-shot episodes: support, support
+    labels, query) use the same loop. ``on_step(record)``, if given, receives every step's
+    ``{"epoch", "step", "loss", metric_name}`` (a per-step learning curve).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -194,9 +200,9 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         model.train()
         t0, seen, metric_sum, loss_sum = time.time(), 0, 0.0, 0.0
         steps = progress(loader, desc=f"{desc} epoch {epoch}/{epochs}", enabled=show_progress and interactive())
-        for step, (x, y) in enumerate(steps):
-            x, y = x.to(dev), y.to(dev)
-            out = model(x)
+        for step, batch in enumerate(steps):
+            *xs, y = (t.to(dev) for t in batch)
+            out = model(*xs)
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{desc}: loss became {float(loss.detach())} at epoch {epoch}, step {step} "
@@ -204,11 +210,17 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss.detach()) * len(y)
+            step_loss = float(loss.detach())
+            loss_sum += step_loss * len(y)
+            step_metric = None
             if metric is not None:
                 with torch.no_grad():
-                    metric_sum += float(metric(out.detach(), y)) * len(y)
+                    step_metric = float(metric(out.detach(), y))
+                metric_sum += step_metric * len(y)
             seen += len(y)
+            if on_step:
+                on_step({"epoch": epoch, "step": step, "loss": step_loss}
+                        | ({metric_name: step_metric} if metric is not None else {}))
         if sched:
             sched.step()
         rec = {"epoch": epoch, "train_loss": loss_sum / seen}
