@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from compendium import smoke
+from compendium.learning import distributed
 from compendium.progress import interactive, progress
 
 Data = Dataset | tuple[Tensor, Tensor]
@@ -117,7 +119,10 @@ def evaluate(model: nn.Module, data: Data, loss_fn: Callable[[Tensor, Tensor], T
     was_training = model.training
     model.eval()
     total, metric_sum, loss_sum = 0, 0.0, 0.0
-    for batch in _loader(data, batch_size, False, 0):
+    loader = _loader(data, batch_size, False, 0)
+    for i, batch in enumerate(loader):
+        if i >= smoke.limit(len(loader)):  # smoke mode: the first batches only
+            break
         *xs, y = (t.to(dev) for t in batch)
         out = model(*xs)
         loss_sum += float(loss_fn(out, y)) * len(y)
@@ -139,7 +144,8 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         desc: str = "train", show_progress: bool = True, eval_batch_size: int = 256,
         val: Data | None = None, decay_filter: Callable[[str, nn.Parameter], bool] | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None, metric: Metric | None = accuracy,
-        metric_name: str = "acc", on_step: Callable[[dict[str, float]], None] | None = None) -> History:
+        metric_name: str = "acc", on_step: Callable[[dict[str, float]], None] | None = None,
+        amp: str | None = None, channels_last: bool = False) -> History:
     """Train ``model`` and return its :class:`History`.
 
     ``optimizer``: ``"adam"``, ``"sgd"`` (momentum 0.9) or a factory ``f(params, lr=...)``;
@@ -158,12 +164,39 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
     (``model(x1, ..., xk)``), so multi-input models (few-shot episodes: support, support
     labels, query) use the same loop. ``on_step(record)``, if given, receives every step's
     ``{"epoch", "step", "loss", metric_name}`` (a per-step learning curve).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is data-parallel
+    (:mod:`compendium.learning.distributed`): ``batch_size`` is the global batch, split over
+    the ranks; DistributedDataParallel averages the gradients; the history holds the global
+    means on every rank; only rank 0 prints, shows progress and writes the checkpoint, which
+    every rank resumes from. On CUDA, ``amp="bf16"`` trains under bfloat16 autocast and
+    ``channels_last=True`` uses the channels-last memory format; both are off on the CPU.
+    In smoke mode (:mod:`compendium.smoke`) one epoch of at most two steps runs, at a batch
+    of at most two, and each step's time is recorded.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if amp not in (None, "bf16"):
+        raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
+    paper_epochs, paper_batch = epochs, batch_size
+    if smoke.active():
+        epochs, batch_size = min(epochs, smoke.EPOCHS), min(batch_size, smoke.BATCH)
     seed_everything(seed, deterministic)
-    dev = resolve_device(device)
+    world, dev = distributed.setup(resolve_device(device))
+    main = world.main
+    show_progress = show_progress and main
     model.to(dev)
+    cuda = dev.type == "cuda"
+    if channels_last and cuda:
+        model.to(memory_format=torch.channels_last)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp == "bf16" and cuda
+                else torch.autocast("cpu", enabled=False))
+    net: nn.Module = model
+    if world.distributed:
+        if batch_size % world.size:
+            raise ValueError(f"batch_size {batch_size} (the global batch) must be a multiple of the "
+                             f"{world.size} processes")
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
     loss_fn = loss_fn or nn.functional.cross_entropy
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decayed = [p for n, p in named if decay_filter is None or decay_filter(n, p)]
@@ -192,35 +225,51 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         history = History(state["history"])
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["rng"])
-        print(f"{desc}: resumed from {ckpt} after epoch {state['epoch']}", flush=True)
+        if main:
+            print(f"{desc}: resumed from {ckpt} after epoch {state['epoch']}", flush=True)
 
     for epoch in range(start_epoch, epochs + 1):
         # one shuffle seed per epoch, so that a resumed run sees the same batches as an uninterrupted one
-        loader = _loader(train, batch_size, True, seed * 100_003 + epoch)
+        # (the permutation DataLoader(shuffle=True) draws under that seed; each rank takes its share of a global batch)
+        ds = TensorDataset(*train) if isinstance(train, tuple) else train
+        loader = DataLoader(ds, batch_sampler=distributed.ShardedBatchSampler(
+            len(ds), batch_size, seed=seed * 100_003 + epoch, rank=world.rank, world=world.size))
         model.train()
         t0, seen, metric_sum, loss_sum = time.time(), 0, 0.0, 0.0
         steps = progress(loader, desc=f"{desc} epoch {epoch}/{epochs}", enabled=show_progress and interactive())
+        step_times: list[float] = []
         for step, batch in enumerate(steps):
+            if step >= smoke.limit(len(loader)):
+                break
+            ts = time.perf_counter()
             *xs, y = (t.to(dev) for t in batch)
-            out = model(*xs)
-            loss = loss_fn(out, y)
+            if channels_last and cuda:
+                xs = [x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in xs]
+            with autocast:
+                out = net(*xs)
+                loss = loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{desc}: loss became {float(loss.detach())} at epoch {epoch}, step {step} "
                                        f"(lr={opt.param_groups[0]['lr']:g}); lower the learning rate or check the inputs")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            step_times.append(time.perf_counter() - ts)
             step_loss = float(loss.detach())
             loss_sum += step_loss * len(y)
             step_metric = None
             if metric is not None:
                 with torch.no_grad():
-                    step_metric = float(metric(out.detach(), y))
+                    step_metric = float(metric(out.detach().float(), y))
                 metric_sum += step_metric * len(y)
             seen += len(y)
             if on_step:
                 on_step({"epoch": epoch, "step": step, "loss": step_loss}
                         | ({metric_name: step_metric} if metric is not None else {}))
+        smoke.record("fit", desc, step_times, batch=batch_size, paper_batch=paper_batch, epochs=paper_epochs,
+                     samples=len(ds))
+        if world.distributed:  # the global means, on every rank
+            loss_sum, metric_sum, seen = distributed.all_sum([loss_sum, metric_sum, float(seen)], dev)
         if sched:
             sched.step()
         rec = {"epoch": epoch, "train_loss": loss_sum / seen}
@@ -238,11 +287,13 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
                 f"{k}={v:.4g}" for k, v in rec.items() if k not in ("epoch", "lr")), flush=True)
         if on_epoch:
             on_epoch(epoch, rec)
-        if ckpt:
+        if ckpt and main:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict() if sched else None, "history": history.records,
                         "epoch": epoch, "rng": torch.get_rng_state()}, tmp)
             os.replace(tmp, ckpt)
+        if ckpt:
+            distributed.barrier()  # no rank resumes from a checkpoint rank 0 has not finished writing
     return history
