@@ -36,7 +36,7 @@ def test_workload_counts_by_hand():
     net = spiking_mlp((6, 4, 3, 2), T=3, encoding="direct", lif={"decay": 0.5, "threshold": 0.2, "detach_reset": True})
     x = torch.tensor([[1.0, 0, 1, 0, 0, 1], [0, 0, 0, 1, 0, 0]])
     y = torch.tensor([0, 1])
-    first, second = characterise(net, x, y)
+    first, second, readout = characterise(net, x, y)
     assert first.fan_in == 6 and first.fan_out == 4 and first.T == 3 and first.batch == 2
     assert first.ops["forward dense MAC"] == 3 * 2 * 6 * 4
     assert first.ops["forward AC"] == 3 * (3 + 1) * 4  # 4 ones per step, each reaching 4 outputs
@@ -45,6 +45,12 @@ def test_workload_counts_by_hand():
     assert second.ops["backward dense MAC"] == 3 * 2 * 4 * 3
     assert 0 <= second.ops["backward dual-sparse MAC"] <= second.ops["backward dense MAC"]
     assert 0 <= second.ops["update sparse AC"] <= second.ops["update dense MAC"]
+    # the non-spiking readout (3 -> 2) is a layer too: the cross-entropy sends a gradient to both of
+    # its outputs at every step, and it reaches only the hidden neurons whose own h(u) is non-zero
+    assert (readout.fan_in, readout.fan_out, readout.T, readout.batch) == (3, 2, 3, 2)
+    assert readout.surrogate_density == 1.0 and readout.grad_density == 1.0
+    assert readout.ops["backward dense MAC"] == 3 * 2 * 3 * 2
+    assert readout.ops["backward dual-sparse MAC"] == pytest.approx(2 * second.surrogate_density * 3 * 2 * 3)
     with pytest.raises(ValueError, match="no Linear"):
         characterise(nn.Sequential(nn.Linear(3, 2)), torch.rand(1, 3), torch.tensor([0]))
 

@@ -265,3 +265,57 @@ def test_fewshot_tuning_gives_hp_and_gp_features_the_same_trials():
     assert sorted(trials["model"].unique()) == ["gp", "hp"]
     assert all(sorted(sub["lr"]) == [1e-3, 3e-3] for _, sub in trials.groupby("model"))
     assert set(chosen) == {"hp", "gp"} and set(chosen.values()) <= {1e-3, 3e-3}
+
+
+def test_batched_episode_readouts_equal_fitting_each_episode_alone():
+    """finetune_hits trains every episode's readout at once (EpisodeHeads through fit); each head
+    must end where a readout fitted to its own support set alone ends (plain SGD, same init)."""
+    torch.manual_seed(1)
+    E, S, Fdim, N = 7, 6, 5, 3
+    f_sup, sy = torch.randn(E, S, Fdim), torch.randint(0, N, (E, S))
+    feats = torch.nn.Identity()
+    episodes_ = (f_sup, sy, torch.randn(E, Fdim), torch.randint(0, N, (E,)))
+    hits = X.finetune_hits(feats, episodes_, N, steps=15, lr=0.3, seed=4)
+    torch.manual_seed(4)
+    alone = []
+    for e in range(E):
+        head = torch.nn.Linear(Fdim, N)
+        opt = torch.optim.SGD(head.parameters(), lr=0.3)
+        for _ in range(15):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(head(f_sup[e]), sy[e]).backward()
+            opt.step()
+        alone.append(int(head(episodes_[2][e:e + 1]).argmax(1)) == int(episodes_[3][e]))
+    assert hits.tolist() == alone
+    torch.manual_seed(4)
+    heads = X.EpisodeHeads(E, Fdim, N)
+    torch.manual_seed(4)
+    first = torch.nn.Linear(Fdim, N)
+    torch.testing.assert_close(heads.weight[0], first.weight.detach())
+
+
+@pytest.mark.parametrize("loop", ["meta_train", "recovered", "finetune_hits"])
+def test_former_hand_written_loops_stop_on_a_nan_loss(loop):
+    """The few-shot meta-training, the recovery and the per-episode readouts run through fit, so
+    a NaN in their inputs stops them with TrainingDiverged naming the loop, instead of training on."""
+    from compendium.learning.train import TrainingDiverged
+
+    if loop == "meta_train":
+        labels = torch.arange(6).repeat_interleave(4)
+        images = torch.full((24, 1, 28, 28), float("nan"))
+        with pytest.raises(TrainingDiverged, match="meta-train HP"):
+            X.meta_train(X.FewShotNet(3, "hp"), images, labels, np.arange(6), k_shot=1, n_episodes=8, batch=4,
+                         show_progress=False)
+    elif loop == "recovered":
+        setup = X.Setup(hidden=8, T=2)
+        model = HybridMLP((36, 8, 3), "hp", T=2)
+        with torch.no_grad():  # a NaN input only silences the LIF layers; a NaN weight reaches the loss
+            for prm in model.parameters():
+                prm.fill_(float("nan"))
+        with pytest.raises(TrainingDiverged, match="recover"):
+            X.recovered(model, (torch.rand(6, 36), torch.arange(6) % 3), setup, steps=2)
+    else:
+        episodes_ = (torch.full((4, 3, 5), float("nan")), torch.zeros(4, 3, dtype=torch.long), torch.randn(4, 5),
+                     torch.zeros(4, dtype=torch.long))
+        with pytest.raises(TrainingDiverged, match="fine-tune readouts"):
+            X.finetune_hits(torch.nn.Identity(), episodes_, 3, steps=2)

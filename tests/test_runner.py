@@ -228,3 +228,21 @@ def test_mnist_training_files_are_needed_only_for_the_full_split(scratch_project
     msg = str(err.value)
     assert "2 required file(s) missing" in msg and "mnist/raw/train-images-idx3-ubyte.gz: MISSING" in msg
     assert "t10k" not in msg and str(tmp_path / "cache" / "mnist" / "raw" / "train-labels-idx1-ubyte.gz") in msg
+
+
+def test_cpu_only_chapters_refuse_cuda_and_record_the_cpu():
+    """Every chapter has a device parameter; the numpy/statsmodels chapters (``compute: cpu``)
+    accept cpu/auto, record the CPU, and refuse cuda before any compute, saying why."""
+    from compendium.book.runner import NotReady, device_record
+    from compendium.chapters import available_chapters, load_spec
+    from compendium.project import Project
+
+    project = Project.discover()
+    for chapter in available_chapters(project):
+        assert "device" in load_spec(project, chapter).parameters, chapter
+    calib = load_spec(project, "calibration")
+    assert calib.compute == "cpu"
+    assert device_record(calib, {"device": "auto"})["used"] == "cpu"
+    with pytest.raises(NotReady, match="CPU only"):
+        device_record(calib, {"device": "cuda"})
+    assert device_record(load_spec(project, "dashnet"), {"device": "cpu"}) == {"requested": "cpu", "used": "cpu"}

@@ -179,3 +179,21 @@ def test_per_condition_table_and_detectable_effect():
     d = np.array([0.5, 1.0, 1.0, 0.5])
     half = 3.182446 * d.std(ddof=1) / 2  # t_{0.975, 3} · s / sqrt(4)
     assert detectable_effect(a, b, paired=True) == pytest.approx(half * (1.959964 + 0.841621) / 1.959964, rel=1e-4)
+
+
+@pytest.mark.parametrize("branch", ["ANN", "SNN"])
+def test_branch_training_runs_through_fit_and_stops_on_a_nan_loss(branch, monkeypatch):
+    """Both tracking branches train through compendium.learning.fit: one loss per step comes back,
+    and a NaN in the inputs stops training with TrainingDiverged naming the branch."""
+    from compendium.learning.train import TrainingDiverged
+    from compendium.tracking import experiment as X
+    from compendium.tracking.synthetic import make_benchmark
+
+    seqs = make_benchmark(1, 20, 32, seed=0, aps_every=10, exposure=3)
+    train = X.train_frame_net if branch == "ANN" else X.train_event_net
+    net, losses = train(seqs, epochs=2, width=4, seed=0, show_progress=False)
+    assert len(losses) >= 2 and all(np.isfinite(losses)) and not net.training
+    # (NaN events would only silence the LIF layers: the loss itself is made to diverge)
+    monkeypatch.setattr(X, "response_loss", lambda out, centers: out.sum() * float("nan"))
+    with pytest.raises(TrainingDiverged, match=f"train {branch} branch"):
+        train(seqs, epochs=1, width=4, seed=0, show_progress=False)

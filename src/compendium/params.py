@@ -118,6 +118,9 @@ class ChapterSpec:
     profiles: dict[str, dict[str, Any]]
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # "cpu": the chapter computes with numpy/statsmodels only (its ``device`` parameter accepts
+    # ``auto`` and resolves it to the CPU, and refuses ``cuda``); "any": torch, on any device
+    compute: str = "any"
 
     @classmethod
     def load(cls, path) -> "ChapterSpec":
@@ -132,7 +135,10 @@ class ChapterSpec:
             id=d["id"], title=d["title"], paper=d.get("paper", ""), arxiv=d.get("arxiv"),
             datasets=list(d.get("datasets") or []), parameters=params,
             profiles={k: dict(v or {}) for k, v in profiles.items()}, description=d.get("description", ""),
+            compute=d.get("compute", "any"),
         )
+        if spec.compute not in ("any", "cpu"):
+            raise ValueError(f"{path}: compute must be 'any' or 'cpu', got {spec.compute!r}")
         undeclared = set(spec.profiles["default"]) ^ set(params)
         if undeclared:
             raise ValueError(f"{path}: the default profile must set every parameter exactly once; mismatch: {sorted(undeclared)}")

@@ -564,6 +564,11 @@ def device_record(spec: ChapterSpec, params: Mapping[str, Any]) -> dict[str, Any
         return {"requested": None, "used": "cpu",
                 "note": "the chapter has no 'device' parameter; it runs on the CPU"}
     requested = str(params["device"])
+    if spec.compute == "cpu":
+        if requested == "cuda":
+            raise NotReady(f"chapter '{spec.id}' computes on the CPU only (numpy/statsmodels, no accelerator "
+                           "path); use -p device cpu (or auto)")
+        return {"requested": requested, "used": "cpu", "note": "the chapter computes on the CPU only"}
     from compendium.learning.train import resolve_device
 
     try:

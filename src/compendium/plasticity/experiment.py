@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from compendium.book.quantities import Quantity, difference
 from compendium.learning import History, evaluate, fit, validation_split
+from compendium.learning.train import resolve_device
 from compendium.plasticity.hybrid import HybridMLP, PlasticLIF, firing_rates, two_timescale_adam
 from compendium.progress import progress
 
@@ -161,16 +162,11 @@ def damaged(model: HybridMLP, fraction: float, seed: int = 0) -> HybridMLP:
 def recovered(model: HybridMLP, few: Data, setup: Setup, steps: int = 20, lr: float = 2e-4, seed: int = 0) -> HybridMLP:
     """A copy trained for ``steps`` full-batch Adam steps at ``lr`` on the few labelled samples
     ``few`` (what each model can learn from them: GP and HP weights, HP meta-parameters at
-    ``lr · meta_lr / setup.lr``, LP readout)."""
+    ``lr · meta_lr / setup.lr``, LP readout), through :func:`compendium.learning.fit` (one
+    epoch of one batch per step)."""
     out = copy.deepcopy(model)
-    opt = two_timescale_adam(out, setup.meta_lr * lr / setup.lr)(None, lr)
-    x, y = few[0].to(setup.device), few[1].to(setup.device)
-    torch.manual_seed(seed)
-    out.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(out(x), y).backward()
-        opt.step()
+    fit(out, few, epochs=steps, lr=lr, batch_size=len(few[1]), optimizer=two_timescale_adam(out, setup.meta_lr * lr / setup.lr),
+        device=setup.device, seed=seed, desc="recover", show_progress=False, metric=None)
     return out.eval()
 
 
@@ -328,21 +324,17 @@ class FewShotNet(nn.Module):
 def meta_train(model: FewShotNet, images: Tensor, labels: Tensor, classes: np.ndarray, *, k_shot: int,
                n_episodes: int, batch: int = 16, lr: float = 1e-3, meta_lr: float = 1e-3, seed: int = 0,
                device: str = "cpu", show_progress: bool = True) -> list[float]:
-    """Train on episodes of the training classes; returns the per-batch query accuracy."""
+    """Train on ``n_episodes`` episodes of the training classes, ``batch`` episodes per step, one
+    pass (:func:`compendium.learning.fit` with the episodes' support, support labels and query
+    as the model's inputs and the query label as target); returns the per-step query accuracy."""
     torch.manual_seed(seed)
     sx, sy, qx, qy = episodes(images, labels, classes, model.n_way, k_shot, n_episodes, seed=seed)
-    model.to(device)
-    model(sx[:1].to(device), sy[:1].to(device), qx[:1].to(device))  # materialise the lazy layer
-    opt = two_timescale_adam(model, meta_lr)(None, lr)
-    accs = []
-    for i in progress(range(0, n_episodes, batch), desc=f"meta-train {model.output.mode.upper()}", enabled=show_progress):
-        b = slice(i, i + batch)
-        out = model(sx[b].to(device), sy[b].to(device), qx[b].to(device))
-        loss = F.cross_entropy(out, qy[b].to(device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        accs.append(float((out.argmax(1) == qy[b].to(device)).float().mean()))
+    model.to(resolve_device(device))
+    model(*(t[:1].to(resolve_device(device)) for t in (sx, sy, qx)))  # materialise the lazy layer
+    accs: list[float] = []
+    fit(model, (sx, sy, qx, qy), epochs=1, lr=lr, batch_size=batch, optimizer=two_timescale_adam(model, meta_lr),
+        device=device, seed=seed, desc=f"meta-train {model.output.mode.upper()}", show_progress=show_progress,
+        on_step=lambda r: accs.append(r["acc"]))
     return accs
 
 
@@ -388,25 +380,47 @@ def _episode_features(features: nn.Module, episodes_: Episodes, device: str) -> 
     return f_sup, features(qx.to(device))
 
 
+class EpisodeHeads(nn.Module):
+    """One linear readout per episode, each applied to its own episode's features:
+    ``out[e] = f[e] W_eᵀ + b_e``. Initialised as ``n_episodes`` successive ``nn.Linear``
+    draws, so that training all of them at once (the sum of the per-episode losses) gives each
+    head the updates it would get alone."""
+
+    def __init__(self, n_episodes: int, features: int, n_way: int):
+        super().__init__()
+        heads = [nn.Linear(features, n_way) for _ in range(n_episodes)]
+        self.weight = nn.Parameter(torch.stack([h.weight.detach() for h in heads]))  # [E, N, F]
+        self.bias = nn.Parameter(torch.stack([h.bias.detach() for h in heads]))  # [E, N]
+
+    def forward(self, episode: Tensor, f: Tensor) -> Tensor:
+        """``episode`` [b] (indices), ``f`` [b, S, F] -> logits [b, S, N]."""
+        return torch.einsum("bsf,bnf->bsn", f, self.weight[episode]) + self.bias[episode].unsqueeze(1)
+
+
+def _per_episode_loss_sum(out: Tensor, y: Tensor) -> Tensor:
+    """Σ_e mean_s CE(out[e, s], y[e, s]): the heads' losses added, so that each head's gradient
+    is that of its own episode's mean loss."""
+    return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="sum") / out.shape[1]
+
+
 def finetune_hits(features: Features, episodes_: Episodes, n_way: int, *, steps: int = 30, lr: float = 0.1,
                   device: str = "cpu", seed: int = 0) -> np.ndarray:
     """GP at test time: a fresh linear readout fitted to each episode's support set by ``steps``
-    full-batch SGD steps (cross-entropy) on the frozen features, then the query classified.
-    Per-episode hits (``bool [E]``)."""
+    full-batch SGD steps (cross-entropy, no momentum) on the frozen features, then the query
+    classified. All episodes' readouts are trained together as one :class:`EpisodeHeads`
+    through :func:`compendium.learning.fit` (their losses are independent, so this is the
+    per-episode fit, batched). Per-episode hits (``bool [E]``)."""
     _, sy, _, qy = episodes_
     f_sup, f_q = _episode_features(features, episodes_, device)
     torch.manual_seed(seed)
-    hits = np.zeros(len(qy), dtype=bool)
-    for e in range(len(qy)):
-        head = nn.Linear(f_sup.shape[-1], n_way).to(device)
-        opt = torch.optim.SGD(head.parameters(), lr=lr)
-        for _ in range(steps):
-            opt.zero_grad()
-            F.cross_entropy(head(f_sup[e]), sy[e].to(device)).backward()
-            opt.step()
-        with torch.no_grad():
-            hits[e] = int(head(f_q[e:e + 1]).argmax(1).item()) == int(qy[e])
-    return hits
+    heads = EpisodeHeads(len(qy), f_sup.shape[-1], n_way)
+    index = torch.arange(len(qy))
+    fit(heads, (index, f_sup.cpu(), sy), epochs=steps, lr=lr, batch_size=len(qy),
+        optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr), loss_fn=_per_episode_loss_sum, metric=None,
+        device=device, seed=seed, desc="fine-tune readouts", show_progress=False)
+    with torch.no_grad():
+        out = heads(index.to(f_q.device), f_q.unsqueeze(1)).squeeze(1)
+    return (out.argmax(1).cpu() == qy).numpy()
 
 
 def finetune_accuracy(features: Features, episodes_: Episodes, n_way: int, *, steps: int = 30, lr: float = 0.1,

@@ -18,10 +18,10 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from compendium.book.quantities import Quantity, difference
-from compendium.progress import progress
+from compendium.learning import fit
 from compendium.spiking.init import firing_rates, threshold_scaled_init
 from compendium.tracking.fusion import attention_gate, tcf
 from compendium.tracking.metrics import center_errors, ious, precision_curve, success_curve
@@ -33,25 +33,33 @@ KEYS = {"ANN only": "ann", "SNN only": "snn", "hybrid: TCF": "tcf", "hybrid: TCF
 
 
 def train_frame_net(seqs: list[Sequence], *, epochs: int = 3, width: int = 16, lr: float = 2e-3, batch: int = 64,
-                    seed: int = 0, show_progress: bool = True) -> tuple[FrameNet, list[float]]:
+                    seed: int = 0, device: str = "cpu", show_progress: bool = True) -> tuple[FrameNet, list[float]]:
     """Every render of the training sequences is a training frame, as the APS camera would read
     it out there (blurred by its exposure; APS frames are a subset in time). PyTorch's default
-    initialisation (the ReLU branch learns from it)."""
+    initialisation (the ReLU branch learns from it). Trained by :func:`compendium.learning.fit`
+    (Adam, the response loss) on ``device``; returned on the CPU, where the tracker runs.
+    Returns the net and its per-step training losses."""
     torch.manual_seed(seed)
     net = FrameNet(width)
     frames = torch.cat([s.camera for s in seqs])
     centers = torch.cat([s.centers for s in seqs])
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    losses = []
-    g = torch.Generator().manual_seed(seed)
-    for _ in progress(range(epochs), desc="train ANN branch", enabled=show_progress):
-        for idx in torch.randperm(len(frames), generator=g).split(batch):
-            loss = response_loss(net(frames[idx]), centers[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-    return net.eval(), losses
+    losses: list[float] = []
+    fit(net, (frames, centers), epochs=epochs, lr=lr, batch_size=batch, loss_fn=response_loss, metric=None,
+        device=device, seed=seed, desc="train ANN branch", show_progress=show_progress,
+        on_step=lambda r: losses.append(r["loss"]))
+    return net.cpu().eval(), losses
+
+
+class _BatchMajor(nn.Module):
+    """A time-major net (``[L, B, ...] -> [L, B, ...]``) seen batch-major, as
+    :func:`compendium.learning.fit` batches along the first dimension."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.transpose(0, 1)).transpose(0, 1)
 
 
 def _chunks(seqs: list[Sequence], length: int) -> tuple[Tensor, Tensor]:
@@ -86,22 +94,18 @@ def new_event_net(seqs: list[Sequence], *, width: int = 16, chunk: int = 10, see
 
 
 def train_event_net(seqs: list[Sequence], *, epochs: int = 3, width: int = 16, chunk: int = 10, lr: float = 2e-3,
-                    batch: int = 16, seed: int = 0, scaled_init: bool = True,
+                    batch: int = 16, seed: int = 0, scaled_init: bool = True, device: str = "cpu",
                     show_progress: bool = True) -> tuple[EventNet, list[float]]:
-    """BPTT over chunks of ``chunk`` event bins; loss at every bin; initialised by :func:`new_event_net`."""
+    """BPTT over chunks of ``chunk`` event bins; loss at every bin; initialised by
+    :func:`new_event_net`; trained by :func:`compendium.learning.fit` on ``device`` and returned
+    on the CPU. Returns the net and its per-step training losses."""
     net, _ = new_event_net(seqs, width=width, chunk=chunk, seed=seed, scaled_init=scaled_init)
     events, centers = _chunks(seqs, chunk)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    losses = []
-    g = torch.Generator().manual_seed(seed)
-    for _ in progress(range(epochs), desc="train SNN branch", enabled=show_progress):
-        for idx in torch.randperm(events.shape[1], generator=g).split(batch):
-            loss = response_loss(net(events[:, idx]), centers[:, idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-    return net.eval(), losses
+    losses: list[float] = []
+    fit(_BatchMajor(net), (events.transpose(0, 1).contiguous(), centers.transpose(0, 1).contiguous()), epochs=epochs,
+        lr=lr, batch_size=batch, loss_fn=response_loss, metric=None, device=device, seed=seed,
+        desc="train SNN branch", show_progress=show_progress, on_step=lambda r: losses.append(r["loss"]))
+    return net.cpu().eval(), losses
 
 
 @torch.no_grad()
@@ -122,7 +126,7 @@ def event_loss(net: EventNet, seqs: list[Sequence], chunk: int = 10, batch: int 
 
 
 def tune_branches(train: list[Sequence], val: list[Sequence], *, lrs: tuple[float, ...] = (1e-3, 2e-3, 4e-3),
-                  epochs: int = 5, width: int = 16, chunk: int = 10, seed: int = 0,
+                  epochs: int = 5, width: int = 16, chunk: int = 10, seed: int = 0, device: str = "cpu",
                   show_progress: bool = True) -> tuple[FrameNet, EventNet, pd.DataFrame]:
     """The same training budget for both branches (the idea of
     :func:`compendium.learning.compare_tuned`): each branch is trained once per learning rate in
@@ -133,11 +137,12 @@ def tune_branches(train: list[Sequence], val: list[Sequence], *, lrs: tuple[floa
     for branch in ("ANN", "SNN"):
         for lr in lrs:
             if branch == "ANN":
-                net, _ = train_frame_net(train, epochs=epochs, width=width, lr=lr, seed=seed, show_progress=show_progress)
+                net, _ = train_frame_net(train, epochs=epochs, width=width, lr=lr, seed=seed, device=device,
+                                         show_progress=show_progress)
                 loss = frame_loss(net, val)
             else:
                 net, _ = train_event_net(train, epochs=epochs, width=width, chunk=chunk, lr=lr, seed=seed,
-                                         show_progress=show_progress)
+                                         device=device, show_progress=show_progress)
                 loss = event_loss(net, val, chunk)
             rows.append({"branch": branch, "lr": lr, "validation loss": loss})
             if branch not in best or loss < best[branch][0]:
