@@ -180,7 +180,8 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
     paper_epochs, paper_batch = epochs, batch_size
     if smoke.active():
-        epochs, batch_size = min(epochs, smoke.EPOCHS), min(batch_size, smoke.BATCH)
+        epochs = min(epochs, smoke.EPOCHS)
+        batch_size = None if batch_size is None else min(batch_size, smoke.BATCH)
     seed_everything(seed, deterministic)
     world, dev = distributed.setup(resolve_device(device))
     main = world.main
@@ -193,7 +194,7 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
                 else torch.autocast("cpu", enabled=False))
     net: nn.Module = model
     if world.distributed:
-        if batch_size % world.size:
+        if batch_size is not None and batch_size % world.size:
             raise ValueError(f"batch_size {batch_size} (the global batch) must be a multiple of the "
                              f"{world.size} processes")
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
@@ -232,8 +233,11 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         # one shuffle seed per epoch, so that a resumed run sees the same batches as an uninterrupted one
         # (the permutation DataLoader(shuffle=True) draws under that seed; each rank takes its share of a global batch)
         ds = TensorDataset(*train) if isinstance(train, tuple) else train
-        loader = DataLoader(ds, batch_sampler=distributed.ShardedBatchSampler(
-            len(ds), batch_size, seed=seed * 100_003 + epoch, rank=world.rank, world=world.size))
+        if batch_size is None:  # pre-made batches (every rank takes each whole)
+            loader = _loader(train, batch_size, True, seed * 100_003 + epoch)
+        else:
+            loader = DataLoader(ds, batch_sampler=distributed.ShardedBatchSampler(
+                len(ds), batch_size, seed=seed * 100_003 + epoch, rank=world.rank, world=world.size))
         model.train()
         t0, seen, metric_sum, loss_sum = time.time(), 0, 0.0, 0.0
         steps = progress(loader, desc=f"{desc} epoch {epoch}/{epochs}", enabled=show_progress and interactive())
@@ -266,8 +270,8 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
             if on_step:
                 on_step({"epoch": epoch, "step": step, "loss": step_loss}
                         | ({metric_name: step_metric} if metric is not None else {}))
-        smoke.record("fit", desc, step_times, batch=batch_size, paper_batch=paper_batch, epochs=paper_epochs,
-                     samples=len(ds))
+        smoke.record("fit", desc, step_times, batch=batch_size or 1, paper_batch=paper_batch or 1,
+                     epochs=paper_epochs, samples=len(ds))
         if world.distributed:  # the global means, on every rank
             loss_sum, metric_sum, seen = distributed.all_sum([loss_sum, metric_sum, float(seen)], dev)
         if sched:
