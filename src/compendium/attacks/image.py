@@ -24,52 +24,78 @@ from torch import Tensor
 from compendium.attacks.spike import AttackResult, output_loss
 
 
+def _bim_l2(model: Callable[[Tensor], Tensor], start: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor],
+            step: float, iterations: int, clip: tuple[float, float],
+            query: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The one BIM loop of both attacks, on one batch: iterate
+
+        z ← clip(z + step · ∇_q L / ‖∇_q L‖₂),   q = query(z),   z_0 = start,
+
+    with the gradient taken at the queried point ``q``; each sample stops at its first success
+    (its last query is kept), and the pass after the last step only checks for success.
+    Returns the last queried points, clean correctness, success, steps taken and the number of
+    steps with a zero gradient (per sample)."""
+    z, q = start.clone(), start.clone()
+    with torch.no_grad():
+        correct = model(start).argmax(1) == y
+    active, done = correct.clone(), torch.zeros_like(correct)
+    its = torch.zeros(len(y), dtype=torch.long, device=y.device)
+    zero_steps = torch.zeros(len(y), dtype=torch.long, device=y.device)
+    for it in range(iterations + 1):
+        idx = active.nonzero().squeeze(1)
+        if len(idx) == 0:
+            break
+        a = query(z[idx]).requires_grad_(True)
+        q[idx] = a.detach()
+        out = model(a)
+        fooled = out.argmax(1) != y[idx]
+        done[idx[fooled]] = True
+        active[idx[fooled]] = False
+        if it == iterations:
+            break
+        grad, = torch.autograd.grad(loss_fn(out, y[idx]) * len(idx), a)
+        keep_idx = ~fooled
+        g = grad[keep_idx]
+        norm = g.flatten(1).norm(dim=1).view(-1, *[1] * (g.ndim - 1))
+        zero_steps[idx[keep_idx][norm.flatten() == 0]] += 1
+        its[idx[keep_idx]] += 1
+        z[idx[keep_idx]] = (z[idx[keep_idx]] + step * g / norm.clamp_min(1e-12)).clamp(*clip)
+    return q, correct, done & correct, its, zero_steps
+
+
+def _columns(N: int) -> dict[str, np.ndarray]:
+    return {k: np.zeros(N, dtype=dt) for k, dt in (("clean_correct", bool), ("success", bool), ("iterations", int),
+                                                    ("flips", float), ("l2", float), ("zero_grad_steps", int))}
+
+
+def _store(cols: dict[str, np.ndarray], sl: slice, correct: Tensor, success: Tensor, its: Tensor, zero_steps: Tensor,
+           flips: Tensor, diff: Tensor) -> None:
+    cols["clean_correct"][sl] = correct.cpu().numpy()
+    cols["success"][sl] = success.cpu().numpy()
+    cols["iterations"][sl] = its.cpu().numpy()
+    cols["flips"][sl] = flips.cpu().numpy()
+    cols["l2"][sl] = diff.flatten(1).norm(dim=1).cpu().numpy()
+    cols["zero_grad_steps"][sl] = zero_steps.cpu().numpy()
+
+
 def l2_attack(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, loss: str = "ce", step: float = 0.1,
               iterations: int = 50, clip: tuple[float, float] = (0.0, 1.0), batch_size: int = 256,
               keep: bool = False) -> AttackResult:
-    """Untargeted L2 BIM with early stopping on analog inputs ``[N, ...]``."""
+    """Untargeted L2 BIM with early stopping on analog inputs ``[N, ...]`` (:func:`_bim_l2` with
+    the iterate itself queried); ``flips`` counts the changed pixels."""
     if step <= 0 or iterations < 1:
         raise ValueError("step must be > 0 and iterations >= 1")
     loss_fn = output_loss(loss)
     N = len(y)
-    cols = {k: np.zeros(N, dtype=dt) for k, dt in (("clean_correct", bool), ("success", bool), ("iterations", int),
-                                                      ("flips", float), ("l2", float), ("zero_grad_steps", int))}
+    cols = _columns(N)
     kept = x.clone() if keep else None
     for lo in range(0, N, batch_size):
         hi = min(lo + batch_size, N)
-        x0, yy = x[lo:hi].float(), y[lo:hi]
-        adv = x0.clone()
-        with torch.no_grad():
-            correct = model(x0).argmax(1) == yy
-        active, done = correct.clone(), torch.zeros_like(correct)
-        its = torch.zeros(len(yy), dtype=torch.long, device=yy.device)
-        zero_steps = torch.zeros(len(yy), dtype=torch.long, device=yy.device)
-        for it in range(iterations + 1):
-            idx = active.nonzero().squeeze(1)
-            if len(idx) == 0:
-                break
-            a = adv[idx].clone().requires_grad_(True)
-            out = model(a)
-            fooled = out.argmax(1) != yy[idx]
-            done[idx[fooled]] = True
-            active[idx[fooled]] = False
-            if it == iterations:  # the last pass only checks for success
-                break
-            grad, = torch.autograd.grad(loss_fn(out, yy[idx]) * len(idx), a)
-            keep_idx = ~fooled
-            g = grad[keep_idx]
-            norm = g.flatten(1).norm(dim=1).view(-1, *[1] * (g.ndim - 1))
-            zero = norm.flatten() == 0
-            zero_steps[idx[keep_idx][zero]] += 1
-            its[idx[keep_idx]] += 1
-            adv[idx[keep_idx]] = (a.detach()[keep_idx] + step * g / norm.clamp_min(1e-12)).clamp(*clip)
+        x0 = x[lo:hi].float()
+        adv, correct, success, its, zero_steps = _bim_l2(model, x0, y[lo:hi], loss_fn, step, iterations, clip,
+                                                         query=lambda z: z.clone())
         diff = adv - x0
-        cols["clean_correct"][lo:hi] = correct.cpu().numpy()
-        cols["success"][lo:hi] = (done & correct).cpu().numpy()
-        cols["iterations"][lo:hi] = its.cpu().numpy()
-        cols["flips"][lo:hi] = (diff.abs() > 1e-12).flatten(1).sum(1).cpu().numpy()
-        cols["l2"][lo:hi] = diff.flatten(1).norm(dim=1).cpu().numpy()
-        cols["zero_grad_steps"][lo:hi] = zero_steps.cpu().numpy()
+        _store(cols, slice(lo, hi), correct, success, its, zero_steps, (diff.abs() > 1e-12).flatten(1).sum(1), diff)
         if keep:
             kept[lo:hi] = adv
     return AttackResult(**cols, adversarial=kept)
@@ -82,53 +108,23 @@ def lattice_l2_attack(model: Callable[[Tensor], Tensor], spikes: Tensor, y: Tens
 
         q_i = round(T · z_i) / T,   z ← clip(z + step · ∇_q L / ‖∇_q L‖₂, 0, 1),   z_0 = r
 
-    (gradient at the queried lattice point ``q``); a sample stops at its first success. The
-    perturbation of ``q`` needs ``T · |q_i − r_i|`` flipped bits at pixel ``i``: ``flips`` is
-    their sum, ``l2`` is ``‖q − r‖₂`` (the rate-image L2 of the spike attacks)."""
+    (gradient at the queried lattice point ``q``; :func:`_bim_l2`); a sample stops at its first
+    success. The perturbation of ``q`` needs ``T · |q_i − r_i|`` flipped bits at pixel ``i``:
+    ``flips`` is their sum, ``l2`` is ``‖q − r‖₂`` (the rate-image L2 of the spike attacks)."""
     if step <= 0 or iterations < 1:
         raise ValueError("step must be > 0 and iterations >= 1")
     if not torch.all((spikes == 0) | (spikes == 1)):
         raise ValueError("lattice_l2_attack needs binary input spikes")
     T, N = spikes.shape[:2]
     loss_fn = output_loss(loss)
-    cols = {k: np.zeros(N, dtype=dt) for k, dt in (("clean_correct", bool), ("success", bool), ("iterations", int),
-                                                      ("flips", float), ("l2", float), ("zero_grad_steps", int))}
-    lattice = lambda z: (z * T).round().clamp(0, T) / T
+    cols = _columns(N)
     for lo in range(0, N, batch_size):
         hi = min(lo + batch_size, N)
-        r0, yy = spikes[:, lo:hi].float().mean(0), y[lo:hi]
-        z, q = r0.clone(), r0.clone()
-        with torch.no_grad():
-            correct = model(r0).argmax(1) == yy
-        active, done = correct.clone(), torch.zeros_like(correct)
-        its = torch.zeros(len(yy), dtype=torch.long, device=yy.device)
-        zero_steps = torch.zeros(len(yy), dtype=torch.long, device=yy.device)
-        for it in range(iterations + 1):
-            idx = active.nonzero().squeeze(1)
-            if len(idx) == 0:
-                break
-            a = lattice(z[idx]).requires_grad_(True)
-            q[idx] = a.detach()
-            out = model(a)
-            fooled = out.argmax(1) != yy[idx]
-            done[idx[fooled]] = True
-            active[idx[fooled]] = False
-            if it == iterations:  # the last pass only checks for success
-                break
-            grad, = torch.autograd.grad(loss_fn(out, yy[idx]) * len(idx), a)
-            keep_idx = ~fooled
-            g = grad[keep_idx]
-            norm = g.flatten(1).norm(dim=1).view(-1, *[1] * (g.ndim - 1))
-            zero_steps[idx[keep_idx][norm.flatten() == 0]] += 1
-            its[idx[keep_idx]] += 1
-            z[idx[keep_idx]] = (z[idx[keep_idx]] + step * g / norm.clamp_min(1e-12)).clamp(0, 1)
+        r0 = spikes[:, lo:hi].float().mean(0)
+        q, correct, success, its, zero_steps = _bim_l2(model, r0, y[lo:hi], loss_fn, step, iterations, (0.0, 1.0),
+                                                       query=lambda z: (z * T).round().clamp(0, T) / T)
         diff = q - r0
-        cols["clean_correct"][lo:hi] = correct.cpu().numpy()
-        cols["success"][lo:hi] = (done & correct).cpu().numpy()
-        cols["iterations"][lo:hi] = its.cpu().numpy()
-        cols["flips"][lo:hi] = (T * diff.abs()).round().flatten(1).sum(1).cpu().numpy()
-        cols["l2"][lo:hi] = diff.flatten(1).norm(dim=1).cpu().numpy()
-        cols["zero_grad_steps"][lo:hi] = zero_steps.cpu().numpy()
+        _store(cols, slice(lo, hi), correct, success, its, zero_steps, (T * diff.abs()).round().flatten(1).sum(1), diff)
     return AttackResult(**cols)
 
 
