@@ -963,6 +963,8 @@ def run_stale(project: Project, profile: str, jobs: int = 1, force: bool = False
     names = chapters or available_chapters(project)
     todo = [c for c in names if force or is_stale(project, c, profile)]
     status = {c: "fresh" for c in names if c not in todo}
+    if jobs > 1:  # longest first (by the last record's wall time; unknown ones first), so the pool ends together
+        todo.sort(key=lambda c: -float((last_record(project, c) or {}).get("wall_time_s") or float("inf")))
     for c in status:
         log(f"[build] {c}: up to date")
     if not todo:
