@@ -50,8 +50,27 @@ def _cmd_run(project: Project, args: argparse.Namespace) -> int:
             return EXIT_NOT_READY
         overrides[name] = value
     try:
-        run_chapter(project, args.chapter, args.profile, overrides, kernel=args.kernel, timeout=args.timeout,
-                    log_output=args.log_output)
+        if getattr(args, "executor", None):  # submitit: a Slurm job, or the same path on this machine
+            from compendium.book.executor import submit
+
+            return submit(project, args.chapter, args.profile, overrides, executor=args.executor, gpus=args.gpus,
+                          partition=args.partition, hours=args.time, smoke=args.smoke, kernel=args.kernel,
+                          timeout=args.timeout, wait=args.executor == "local" or args.wait)
+        from compendium.learning.distributed import world_from_env
+
+        rank = world_from_env().rank
+        if rank > 0:  # a torchrun worker: execute alongside rank 0, which records and publishes
+            from compendium.book.smoke_run import run_worker
+
+            run_worker(project, args.chapter, args.profile, overrides, kernel=args.kernel, rank=rank, smoke=args.smoke)
+        elif args.smoke:
+            from compendium.book.smoke_run import run_smoke
+
+            run_smoke(project, args.chapter, args.profile, overrides, kernel=args.kernel, timeout=args.timeout,
+                      log_output=args.log_output)
+        else:
+            run_chapter(project, args.chapter, args.profile, overrides, kernel=args.kernel, timeout=args.timeout,
+                        log_output=args.log_output)
     except (ParameterError, KeyError, NotReady) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return EXIT_NOT_READY
@@ -252,6 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     _run_knobs(r)
     r.add_argument("--log-output", action="store_true",
                    help="also stream the kernel's output to the terminal (it always goes to results/<chapter>.log)")
+    r.add_argument("--smoke", action="store_true",
+                   help="smoke mode: the profile's architecture and every loop with one or two steps, a batch of at "
+                        "most two, synthetic samples of the real shapes where data is absent; publishes nothing "
+                        "(_build/smoke/<chapter>.ipynb; step times in results/smoke/<chapter>.json)")
+    r.add_argument("--executor", choices=["local", "slurm"], default=None,
+                   help="run through submitit: 'slurm' submits a job (papermill + torchrun inside it), "
+                        "'local' runs the same path on this machine (submitit's LocalExecutor)")
+    r.add_argument("--gpus", type=int, default=None, help="GPUs of the job (one torchrun process each; default: "
+                   "1 for slurm, 0 for local)")
+    r.add_argument("--partition", default=None, help="Slurm partition")
+    r.add_argument("--time", type=float, default=None, metavar="HOURS", help="Slurm time limit in hours (default 24)")
+    r.add_argument("--wait", action="store_true", help="with --executor slurm: wait for the job and report its end")
 
     b = sub.add_parser("build", help="re-run changed chapters, then render the book")
     b.add_argument("--profile", default="default")

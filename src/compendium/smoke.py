@@ -34,6 +34,7 @@ SMOKE_LOG_ENV = "COMPENDIUM_SMOKE_LOG"  # JSON-lines file the kernel appends ste
 STEPS = 2        # steps per loop (training steps per epoch, episodes, iterations, ...)
 EPOCHS = 1       # epochs per training run
 REPLICATES = 2   # seeds, learning-rate trials, replicates kept of each list
+DRAWS = 8        # random draws of a robustness / sensitivity search
 BATCH = 2        # training batch (at the paper's input shape)
 N_TRAIN = 16     # training samples a loader returns
 N_TEST = 8       # test samples a loader returns

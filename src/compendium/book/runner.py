@@ -831,6 +831,7 @@ def _execute_and_publish(project, chapter, profile, params, log, kernel, timeout
         "device": device,
         "data_check": data_states,
         "log": rel_log,
+        "executor": os.environ.get("COMPENDIUM_EXECUTOR") or "direct (compendium run)",  # see book/executor.py
         "environment": environment_record(project.root),
     })
     final_nb, final_rec = project.executed(chapter), project.record(chapter)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from compendium import smoke
 from compendium.datasets.registry import DataMissing, Registry, Resolved, copy_to
 
 __all__ = ["DataInfo", "DataMissing", "Registry", "load_mnist", "load_fashion_mnist", "load_cifar10", "load_images",
@@ -64,6 +65,27 @@ def _idx_tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray):
     return (torch.from_numpy(x[idx].astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y[idx].astype(np.int64)))
 
 
+def _smoke_sizes(name: str, n_train: int | None, n_test: int | None, total_train: int,
+                 total_test: int) -> tuple[int | None, int | None]:
+    """The subsample sizes a loader uses: as asked outside smoke mode; a few samples in it
+    (:func:`compendium.smoke.shrink`, which remembers how much larger the requested set is)."""
+    if not smoke.active():
+        return n_train, n_test
+    return smoke.shrink(name, min(n_train or total_train, total_train), min(n_test or total_test, total_test))
+
+
+def _smoke_substitute(name: str, n_train: int | None, n_test: int | None, shape: tuple[int, ...], full: tuple[int, int],
+                      seed: int, err: Exception):
+    """Smoke mode only: synthetic ``(train, test, info)`` of the real shape for absent data."""
+    train, test = smoke.synthetic_images(name, n_train or full[0], n_test or full[1], shape, 10,
+                                         n_full_train=n_train or full[0], n_full_test=n_test or full[1], seed=seed,
+                                         why=str(err).splitlines()[0])
+    info = DataInfo(name, f"SYNTHETIC stand-in of {name} (smoke mode: the data is absent here; "
+                          f"{len(train[1])} / {len(test[1])} random images of shape {shape})",
+                    [], len(train[1]), len(test[1]), True)
+    return train, test, info
+
+
 def _subsample_note(desc: str, itr: np.ndarray, ite: np.ndarray, n_tr: int, n_te: int, seed: int) -> str:
     if len(itr) < n_tr or len(ite) < n_te:
         desc += f"; subsampled to {len(itr):,} train / {len(ite):,} test (seed {seed})"
@@ -83,7 +105,12 @@ def load_mnist(n_train: int | None = None, n_test: int | None = None, *, split: 
     if split not in ("auto", "full", "resplit"):
         raise ValueError(f"split must be 'auto', 'full' or 'resplit', got {split!r}")
     reg = registry or Registry.default()
-    test_files = reg.resolve("mnist", ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+    try:
+        test_files = reg.resolve("mnist", ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+    except DataMissing as err:
+        if not smoke.active():
+            raise
+        return _smoke_substitute("mnist", n_train, n_test, (1, 28, 28), (60000, 10000), seed, err)
     train_files: dict[str, Resolved] = {}
     if split in ("auto", "full"):
         try:
@@ -104,6 +131,7 @@ def load_mnist(n_train: int | None = None, n_test: int | None = None, *, split: 
         desc = ("MNIST re-split of the official 10,000 test images (the training images are not available "
                 f"offline): {len(tr):,} train / {len(te):,} test, split seed {MNIST_RESPLIT['seed']}")
         substitute = True
+    n_train, n_test = _smoke_sizes("mnist", n_train, n_test, len(xtr), len(xte))
     rng = np.random.default_rng(seed)
     itr, ite = _subsample(len(xtr), n_train, rng), _subsample(len(xte), n_test, rng)
     desc = _subsample_note(desc, itr, ite, len(xtr), len(xte), seed)
@@ -125,8 +153,14 @@ def load_fashion_mnist(n_train: int | None = None, n_test: int | None = None, *,
     reg = registry or Registry.default()
     names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz")
-    files = reg.resolve("fashion-mnist", list(names))
+    try:
+        files = reg.resolve("fashion-mnist", list(names))
+    except DataMissing as err:
+        if not smoke.active():
+            raise
+        return _smoke_substitute("fashion-mnist", n_train, n_test, (1, 28, 28), (60000, 10000), seed, err)
     xtr, ytr, xte, yte = (_read_idx(files[n].location) for n in names)
+    n_train, n_test = _smoke_sizes("fashion-mnist", n_train, n_test, len(xtr), len(xte))
     rng = np.random.default_rng(seed)
     itr, ite = _subsample(len(xtr), n_train, rng), _subsample(len(xte), n_test, rng)
     desc = _subsample_note(f"Fashion-MNIST, official split ({len(xtr):,} train / {len(xte):,} test)",
@@ -169,7 +203,12 @@ def load_cifar10(n_train: int | None = None, n_test: int | None = None, *, seed:
     import torch
 
     reg = registry or Registry.default()
-    res = reg.resolve("cifar10")["cifar-10-python.tar.gz"]
+    try:
+        res = reg.resolve("cifar10")["cifar-10-python.tar.gz"]
+    except DataMissing as err:
+        if not smoke.active():
+            raise
+        return _smoke_substitute("cifar10", n_train, n_test, (3, 32, 32), (50000, 10000), seed, err)
     batches: dict[str, dict] = {}
     with tarfile.open(res.location, "r:gz") as tar:
         for member in tar.getmembers():
@@ -188,6 +227,7 @@ def load_cifar10(n_train: int | None = None, n_test: int | None = None, *, seed:
 
     xtr, ytr = stack(train_names)
     xte, yte = stack(["test_batch"])
+    n_train, n_test = _smoke_sizes("cifar10", n_train, n_test, len(xtr), len(xte))
     rng = np.random.default_rng(seed)
     itr, ite = _subsample(len(xtr), n_train, rng), _subsample(len(xte), n_test, rng)
     desc = f"CIFAR-10, official split ({len(xtr):,} train / {len(xte):,} test)"
@@ -214,6 +254,8 @@ def load_images(dataset: str, n_train: int | None = None, n_test: int | None = N
     reg = registry or Registry.default()
     if dataset in ("auto", "cifar10"):
         try:
+            if dataset == "auto":
+                reg.resolve("cifar10")  # absent: the fallback (smoke mode too; only an explicit cifar10 is synthesised)
             return load_cifar10(n_train, n_test, seed=seed, registry=reg)
         except DataMissing:
             if dataset == "cifar10":

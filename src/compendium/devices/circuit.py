@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compendium import smoke
+
 PARAM_NAMES = ("J", "C", "I_W", "G", "theta", "U", "tau_f", "nu", "a_p", "a_d")
 # Ranges of the random parameter search (ours).
 SEARCH_RANGES = {"J": (0.5, 3.0), "C": (0.1, 1.5), "I_W": (0.3, 1.2), "G": (0.5, 3.0), "theta": (0.3, 1.0),
@@ -37,6 +39,8 @@ KAPPA, TAU = 0.08, 0.05  # sigmoid softness; population time constant (h)
 
 
 def random_parameters(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` random circuit parameter sets (rows) within :data:`SEARCH_RANGES` (seeded; a few in smoke mode)."""
+    n = smoke.limit(n, smoke.DRAWS)
     rng = np.random.default_rng(seed)
     return np.column_stack([rng.uniform(*SEARCH_RANGES[k], n) for k in PARAM_NAMES])
 

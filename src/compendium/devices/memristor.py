@@ -29,6 +29,8 @@ from typing import Iterable
 import numpy as np
 import yaml
 
+from compendium import smoke
+
 
 @dataclass(frozen=True)
 class SynapseParams:
@@ -257,6 +259,7 @@ def synapse_robustness(claims, draws: int, seed: int = 0, n_pulses: int = 10, fa
 
     from compendium.book.quantities import Quantity
 
+    draws = smoke.limit(draws, smoke.DRAWS)
     readers = {"concomitant": lambda p: concomitance(p), "full_range": lambda p: modulation(p, n_pulses)}
     chosen = {c.id: c for c in claims if c.id in readers and c.rule is not None and c.modelled
               and c.modelled.get("sensitivity")}

@@ -27,6 +27,7 @@ from importlib import resources
 
 import yaml
 
+from compendium import smoke
 from compendium.hardware.workload import LayerWorkload
 
 
@@ -308,6 +309,7 @@ def assumption_search(workloads: dict[str, list[LayerWorkload]], claims, cfg: H2
 
     from compendium.book.quantities import Quantity
 
+    draws = smoke.limit(draws, smoke.DRAWS)  # smoke mode: a few draws
     cfg = cfg or H2LearnConfig.load()
     gpu = gpu or GPUConfig.load()
     drawn = [(c["section"], c["name"]) for c in constants() if c["assumed"]]

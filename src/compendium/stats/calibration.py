@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from compendium import smoke
 from compendium.book.quantities import Quantity
 from compendium.stats.clogit import MatchedSets, cond_information, cond_scores, fit_clogit
 from compendium.stats.splines import rcs_basis
@@ -339,6 +340,7 @@ def simulation_study(design: Design, replicates: int, seed: int = 0, grid: np.nd
                      x_ref: float = 50.0, workers: int = 1) -> pd.DataFrame:
     """``replicates`` data sets (in parallel over ``workers`` processes); one row per (replicate, method)."""
     grid = np.linspace(25, 95, 15) if grid is None else grid
+    replicates = smoke.limit(replicates, smoke.DRAWS)  # smoke mode: a few replicates
     jobs = [(design, seed * 1_000_003 + r, grid, x_ref) for r in range(replicates)]
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
