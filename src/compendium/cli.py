@@ -17,6 +17,11 @@ from compendium.project import Project
 def _cmd_list(project: Project, args: argparse.Namespace) -> int:
     from compendium.chapters import available_chapters, last_record, load_spec
 
+    if getattr(args, "cost", False):
+        from compendium.book.cost import print_cost
+
+        print_cost(project)
+        return 0
     for c in available_chapters(project):
         spec = load_spec(project, c)
         rec = last_record(project, c)
@@ -261,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-root", help="where book/chapters, results and _build go (default: the project root)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="chapters with their title, paper, profiles and last result")
+    ls = sub.add_parser("list", help="chapters with their title, paper, profiles and last result")
+    ls.add_argument("--cost", action="store_true", help="the cost table: each paper profile's measured smoke step "
+                    "time on this CPU and ESTIMATED CPU-/GPU-hours of the full paper run (book page: book/cost.md)")
 
     r = sub.add_parser("run", help="validate parameters, execute one chapter and record its results")
     r.add_argument("chapter")
