@@ -178,6 +178,9 @@ def run_smoke(project: Project, chapter: str, profile: str = "paper", overrides:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
         os.replace(tmp, target)
+        from compendium.book.cost import write_cost_page
+
+        write_cost_page(project)  # the book's cost table reads the smoke records
         s = record["summary"]
         med = s["median_step_s"]
         log(f"[smoke] {chapter}: finished in {wall:.1f} s; {s['fit_runs']} training run(s), {s['steps_measured']} "
