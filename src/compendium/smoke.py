@@ -66,6 +66,13 @@ def take(items: Sequence[T] | Iterable[T], k: int = REPLICATES) -> list[T] | Any
     return out
 
 
+def batch(*tensors: Any) -> Any:
+    """The tensors unchanged outside smoke mode; their first :data:`BATCH` rows in it (a probe's batch).
+    One tensor in, one out; several in, a tuple out."""
+    out = tuple(t[:BATCH] for t in tensors) if active() else tensors
+    return out[0] if len(out) == 1 else out
+
+
 def note(message: str) -> None:
     """Say once per kernel, on stdout, what smoke mode changed (``[smoke] ...``); no-op outside it."""
     if active() and message not in _noted:

@@ -43,7 +43,10 @@ def gradient_flow(model: nn.Module, blocks: list[nn.Module], x: Tensor, y: Tenso
     """One cross-entropy forward/backward pass: at every block, the gradient norm at its output
     and the firing rate of its LIF neurons (blocks whose output is membrane-level, like the
     MS block, are measured inside)."""
+    from compendium import smoke
     from compendium.spiking.neuron import LIF
+
+    x, y = smoke.batch(x, y)  # smoke mode: a batch of two at the real shape
 
     outputs: list[Tensor] = []
     spikes: dict[int, list[float]] = {i: [] for i in range(len(blocks))}

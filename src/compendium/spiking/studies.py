@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compendium import smoke
 from compendium.learning.tuning import TunedComparison, TunedRun, compare_tuned
 from compendium.spiking.init import firing_rates, frozen_buffers, threshold_scaled_init
 from compendium.spiking.probes import gradient_flow
@@ -72,6 +73,7 @@ def init_firing_table(builders: Mapping[str, Callable[[], nn.Module]], x: Tensor
     fraction of LIF layers that emit any spike (a variant with a silent layer cannot learn)."""
     import pandas as pd
 
+    x = smoke.batch(x)
     rows = []
     for name, build in builders.items():
         torch.manual_seed(seed)
