@@ -58,22 +58,16 @@ def test_paper_profile_smoke_run(chapter, tmp_path):
         if state.startswith("absent"):
             assert f"dataset '{name}' is not (fully) available" in proc.stdout
     assert (tmp_path / "book" / "cost.md").is_file()
+    if chapter == "tdbn":  # CIFAR-10 is absent here: synthetic samples of its real shape, said so
+        log = (tmp_path / "_build" / "smoke" / "tdbn.log").read_text()
+        assert "SYNTHETIC samples of its real shape (3, 32, 32)" in log
+        assert rec["summary"]["fit_runs"] >= 2 and rec["summary"]["median_step_s"] > 0
+        assert {lp["paper_batch"] for lp in rec["loops"]} == {64}
+        cost = _run(["list", "--cost"], tmp_path)
+        assert cost.returncode == 0 and "ESTIMATES, not measurements" in cost.stdout
+        assert any(line.startswith("tdbn") and "no smoke record" not in line for line in cost.stdout.splitlines())
     # generous against a busy machine; the measured times are in the report and results/smoke/
     assert rec["wall_time_s"] < 2 * LIMIT_S, f"{chapter}: smoke run took {rec['wall_time_s']} s (whole command {wall:.0f} s)"
-
-
-def test_trained_chapters_record_step_times_at_paper_shapes(tmp_path):
-    proc = _run(["run", "tdbn", "--profile", "paper", "--smoke"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rec = json.loads((tmp_path / "results" / "smoke" / "tdbn.json").read_text())
-    # CIFAR-10 is absent here: synthetic samples of its real shape, said so in the kernel's output
-    log = (tmp_path / "_build" / "smoke" / "tdbn.log").read_text()
-    assert "SYNTHETIC samples of its real shape (3, 32, 32)" in log
-    assert rec["summary"]["fit_runs"] >= 2 and rec["summary"]["median_step_s"] > 0
-    assert all(lp["paper_batch"] == 64 and lp["epochs"] in (5, 100, 30) for lp in rec["loops"])
-    cost = _run(["list", "--cost"], tmp_path)
-    assert cost.returncode == 0 and "ESTIMATES, not measurements" in cost.stdout
-    assert any(line.startswith("tdbn") and "no smoke record" not in line for line in cost.stdout.splitlines())
 
 
 def test_local_executor_runs_the_same_path_and_records_where(tmp_path):
