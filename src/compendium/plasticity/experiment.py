@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compendium import smoke
 from compendium.book.quantities import Quantity, difference
 from compendium.learning import History, evaluate, fit, validation_split
 from compendium.learning.train import resolve_device
@@ -263,6 +264,8 @@ def episodes(images: Tensor, labels: Tensor, classes: np.ndarray, n_way: int, k_
     (shuffled), one query per episode ``[E, ...]`` with its label ``[E]``."""
     if len(classes) < n_way:
         raise ValueError(f"{n_way}-way episodes need at least {n_way} classes, got {len(classes)}")
+    if smoke.active():  # a few episodes (the full count is remembered for the cost table)
+        n_episodes = smoke.shrink("few-shot episodes", n_episodes, n_episodes)[0]
     rng = np.random.default_rng(seed)
     by_class = {int(c): np.flatnonzero(labels.numpy() == c) for c in classes}
     sx, sy, qx, qy = [], [], [], []

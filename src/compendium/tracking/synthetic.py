@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from compendium import smoke
 from compendium.events import frames_to_events
 
 
@@ -206,6 +207,7 @@ def make_benchmark(per_condition: int, n: int = 200, size: int = 64, *, conds: t
     """``per_condition`` sequences of each condition (default :func:`conditions`), in condition
     order; ``kwargs`` go to :func:`make_sequences` (``aps_every``, ``threshold``, ``noise``,
     ``exposure``, ``occlusion_rate``, ``radius``). Condition ``i`` draws from seed ``seed + i``."""
+    per_condition = smoke.limit(per_condition, 1)  # smoke mode: one sequence per condition, of the real length and size
     out: list[Sequence] = []
     for i, c in enumerate(conditions() if conds is None else conds):
         out += make_sequences(per_condition, n, size, speed=c.speed, clutter=c.clutter, stops=c.stops,
