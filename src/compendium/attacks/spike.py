@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from compendium import smoke
 from compendium.progress import progress
 
 LOSSES = ("ce", "mse")
@@ -198,7 +199,7 @@ def spike_attack(forward: Callable[[Tensor], Tensor], spikes: Tensor, labels: Te
         done = torch.zeros_like(correct)
         its = torch.zeros(len(y), dtype=torch.long, device=y.device)
         zero_steps = torch.zeros(len(y), dtype=torch.long, device=y.device)
-        for it in range(iterations):
+        for it in range(smoke.limit(iterations)):  # smoke mode: two iterations
             idx = active.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
