@@ -1,4 +1,4 @@
-"""Command line: ``compendium list | run | build | clean | data | claims`` (also ``python -m compendium``).
+"""Command line: ``compendium list | run | build | clean | data | claims | course`` (also ``python -m compendium``).
 
 Exit statuses: 0 done; 1 a chapter failed (a cell raised, the timeout, a dead kernel) or the
 book did not render; 2 refused before any compute (parameters, data, device, kernel, unknown
@@ -187,6 +187,23 @@ def _cmd_claims(project: Project, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_course(project: Project, args: argparse.Namespace) -> int:
+    """``compendium course --student OUT/`` (solutions removed, stubs in place) or ``--instructor OUT/``."""
+    from pathlib import Path
+
+    from compendium.book.course import write_release
+
+    chapters = [c.strip() for c in args.chapters.split(",") if c.strip()] if args.chapters else None
+    try:
+        written = write_release(project, Path(args.out), student=args.student, chapters=chapters)
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    kind = "student" if args.student else "instructor"
+    print(f"[course] {kind} release: {len(written)} notebooks in {args.out} (see {Path(args.out) / 'README.md'})")
+    return 0
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -332,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--out", default="calibration-results", help="output folder (default calibration-results/)")
     ca.set_defaults(standalone=_cmd_calibrate)
 
+    co = sub.add_parser("course", help="hand out the chapter notebooks: --student (solutions removed, exercise "
+                                       "stubs in place) or --instructor (with solutions)")
+    kind = co.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--student", action="store_true", help="remove solution cells, put exercise stubs in place")
+    kind.add_argument("--instructor", action="store_true", help="keep the solutions")
+    co.add_argument("out", help="output folder (created)")
+    co.add_argument("--chapters", help="comma-separated chapters (default: all)")
+
     return p
 
 
@@ -345,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     handler = {"list": _cmd_list, "run": _cmd_run, "build": _cmd_build, "clean": _cmd_clean, "data": _cmd_data,
-               "claims": _cmd_claims}[args.command]
+               "claims": _cmd_claims, "course": _cmd_course}[args.command]
     from compendium.book.runner import sigterm_raises
 
     with sigterm_raises():  # SIGTERM cleans up like Ctrl-C: no partial outputs, previous ones kept

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from compendium.book.claims import VERDICTS
+from compendium.book.present import claims_label, glance_figure, glance_section, load_course, page_problems, present_chapter
 from compendium.chapters import last_record, load_spec, toc_chapters
 from compendium.project import Project
 
@@ -30,7 +31,7 @@ def _summary_row(label: str, counts: Counter, stale: str = "") -> str:
 
 
 def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str, Any] | None = None,
-                        stale: dict[str, list[str]] | None = None) -> str:
+                        stale: dict[str, list[str]] | None = None, glance: str | None = None) -> str:
     """The reproduction scoreboard: every chapter's claims, published value and source, our
     number with its 95 % interval and n, the verdict and why, the scale that ran, each claim's
     recorded rule revisions, and a **stale** mark where a record no longer matches its sources."""
@@ -54,6 +55,8 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
         "only when the whole interval lies on one side of the rule's thresholds, otherwise it reads "
         "*inconclusive at this scale*. *Modelled* marks results that follow from constants we assumed. "
         "A published value nobody could transcribe reads \"not transcribed\".", "",
+        *([glance_section(chapters, {c: load_spec(project, c).title for c in chapters}, records, glance, "chapters/",
+                          "fig-glance-scoreboard"), "## All chapters", ""] if glance else []),
         head, "|---|" + "---|" * (len(VERDICTS) + 2),
         *[_summary_row(f"{{doc}}`{load_spec(project, c).title} <chapters/{c}>`", per_chapter[c],
                        "**stale**" if stale[c] else "") for c in chapters],
@@ -93,7 +96,7 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
                 src += f"; *{kind}*"
             revs = cl.get("revisions") or []
             mark = f" (rev. {len(revs)})" if revs else ""
-            out.append(f"| {_cell(cl['text'])} `{cl['claim']}`{mark} | {_cell(cl['published'])} ({src}) | "
+            out.append(f"| {_cell(cl['text'])} {{ref}}`{cl['claim']} <{claims_label(c)}>`{mark} | {_cell(cl['published'])} ({src}) | "
                        f"{_cell(cl.get('ours'))} | {_cell(cl.get('n', '—'))} | **{_cell(cl['verdict'])}** | "
                        f"{_cell(cl.get('reason'))} |")
             revised += [f"- `{cl['claim']}`, {r.get('date')}: {_cell(r.get('change'))} — {_cell(r.get('reason'))}"
@@ -122,10 +125,17 @@ def stage(project: Project) -> tuple[Path, list[str]]:
     (src / "book" / "chapters").mkdir(parents=True)
     shutil.copy2(project.root / "_config.yml", src / "_config.yml")
     for item in (project.root / "book").iterdir():
-        if item.name == "chapters" or item.name == "scoreboard.md":
+        if item.name in ("chapters", "scoreboard.md", "course.md"):
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, src / "book" / item.name)
+    bib = src / "book" / "references.bib"
+    if not bib.exists():  # _config.yml names it; a book without citations gets an empty one
+        bib.write_text("% no references\n", encoding="utf-8")
     from compendium.book.runner import read_lock, stale_reasons
+
+    course = load_course(project.root)
+    goals = {c: (info or {}).get("goals") or [] for c, info in (course.get("chapters") or {}).items()}
+    roots = [str(project.root), str(project.output_root), str(Path.home())]
 
     present, records, stale = [], {}, {}
     for c in toc_chapters(project):
@@ -138,9 +148,28 @@ def stage(project: Project) -> tuple[Path, list[str]]:
             records[c] = last_record(project, c)
         present.append(c)
         stale[c] = stale_reasons(project, c, records[c], notebook=target) if records[c] else ["never run"]
+        present_chapter(target, c, records[c], goals.get(c, []), roots)
         if stale[c]:
             _stale_banner(target, stale[c])
-    (src / "book" / "scoreboard.md").write_text(scoreboard_markdown(project, present, records, stale), encoding="utf-8")
+    titles = {c: load_spec(project, c).title for c in present}
+    glance = None
+    if present:
+        glance_figure(src / "book" / "glance.png", present, titles, records)
+        glance = "glance.png"
+    (src / "book" / "scoreboard.md").write_text(scoreboard_markdown(project, present, records, stale, glance),
+                                                encoding="utf-8")
+    index = src / "book" / "index.md"
+    if glance and index.is_file():  # the index page opens with the same figure, one line per chapter
+        text = index.read_text(encoding="utf-8")
+        section = glance_section(present, titles, records, glance, "chapters/", "fig-glance-index")
+        at = text.find("\n## ")
+        index.write_text(text[:at + 1] + section + "\n" + text[at + 1:] if at >= 0 else text + "\n" + section,
+                         encoding="utf-8")
+    if course:
+        from compendium.book.course import course_guide_markdown
+
+        (src / "book" / "course.md").write_text(course_guide_markdown(project, course, present, records),
+                                                encoding="utf-8")
 
     with open(project.root / "_toc.yml", encoding="utf-8") as fh:
         toc = yaml.safe_load(fh)
@@ -196,4 +225,8 @@ def _render(project: Project, strict: bool) -> tuple[Path, str]:
     if proc.returncode != 0:
         tail = "\n".join(log.strip().splitlines()[-25:])
         raise RuntimeError(f"jupyter-book build failed (full log: {project.build_dir / 'book-build.log'}):\n{tail}")
+    if strict:  # no warning, stderr line, traceback or machine path may reach a page
+        problems = page_problems(project.build_dir / "html")
+        if problems:
+            raise RuntimeError("the rendered book shows what no page may show:\n" + "\n".join(problems[:25]))
     return project.build_dir / "html" / "index.html", log
