@@ -7,9 +7,10 @@ seconds, without touching the notebooks:
 
 - :func:`compendium.learning.fit` trains one epoch of at most :data:`STEPS` steps, at a batch
   of at most :data:`BATCH`, and records each step's time (:func:`record`);
-- :func:`compendium.learning.compare_tuned` and the package's seed / trial / replicate loops
-  keep the first :data:`REPLICATES` items (:func:`take`), and counted loops (episodes,
-  iterations, draws) shrink through :func:`limit`;
+- :func:`compendium.learning.compare_tuned` keeps the first :data:`REPLICATES` learning-rate
+  trials (:func:`take`; every seed still runs, since chapters index the runs by seed), and
+  counted loops (attack iterations, replicates, random draws, episodes, sequences) shrink
+  through :func:`limit`;
 - the dataset loaders keep :data:`N_TRAIN` / :data:`N_TEST` samples (:func:`shrink`) and,
   where the real data is absent, return synthetic samples of the real shapes
   (:func:`synthetic_images`) and say so (:func:`note`).
@@ -33,7 +34,7 @@ SMOKE_LOG_ENV = "COMPENDIUM_SMOKE_LOG"  # JSON-lines file the kernel appends ste
 
 STEPS = 2        # steps per loop (training steps per epoch, episodes, iterations, ...)
 EPOCHS = 1       # epochs per training run
-REPLICATES = 2   # seeds, learning-rate trials, replicates kept of each list
+REPLICATES = 2   # learning-rate trials (and replicates) kept
 DRAWS = 8        # random draws of a robustness / sensitivity search
 BATCH = 2        # training batch (at the paper's input shape)
 N_TRAIN = 16     # training samples a loader returns

@@ -159,7 +159,7 @@ def run_smoke(project: Project, chapter: str, profile: str = "paper", overrides:
         env = {SMOKE_ENV: "1", SMOKE_LOG_ENV: str(steps_log), RECORD_ENV: str(out_dir / f"{chapter}.report.json"),
                PROFILE_ENV: f"{profile} (smoke)", ROOT_ENV: str(project.root), "PYTHONPATH": kernel_pythonpath(project)}
         log(f"[smoke] {chapter}: profile '{profile}' in SMOKE mode (one epoch of <= 2 steps per training run, "
-            f"batch <= 2, 2 seeds/trials, a few samples per dataset); nothing is published (log: {log_path})")
+            f"batch <= 2, two learning-rate trials, a few samples per dataset); nothing is published (log: {log_path})")
         started = time.time()
         _execute(project, chapter, params, out_nb, log_path, env, kernel, timeout, log_output)
         wall = time.time() - started

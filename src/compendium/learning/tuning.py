@@ -119,7 +119,7 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
     run's trained model on its :class:`TunedRun`."""
     if not builders or not lrs or not seeds:
         raise ValueError("compare_tuned needs at least one variant, one learning rate and one seed")
-    lrs, seeds = smoke.take(list(lrs)), smoke.take(list(seeds))  # smoke mode: two trials, two seeds
+    lrs = smoke.take(list(lrs))  # smoke mode: two trials (every seed runs: notebooks index the runs by seed)
     kw = dict(fit_kwargs or {})
     fit_train, val = validation_split(train, val_fraction, split_seed)
     trials, chosen = [], {}
