@@ -55,6 +55,21 @@ def test_book_builds_from_quick_outputs_without_warnings(quick_outputs):
         assert (html / "chapters" / f"{c}.html").is_file()
     board = (html / "scoreboard.html").read_text()
     assert "Reproduction scoreboard" in board and "quick" in board
+    assert "glance.png" in board and "glance.png" in page and "#claims-primer" in board
+    # teaching: exercises with hidden solutions in every chapter, the course guide, glossary, bibliography
+    from compendium.book.present import page_problems
+
+    for c in CHAPTERS:
+        text = (html / "chapters" / f"{c}.html").read_text()
+        assert f'id="{c}-ex1"' in text and "solution dropdown" in text, c
+        assert f"✓ {c}, exercise 1: correct" in text, f"{c}: the worked solution's check ran in the build"
+        assert "What you will learn" in text and "This run" in text, c
+    guide = (html / "course.html").read_text()
+    assert "Suggested syllabus" in guide and "not yet recorded" in guide  # quick runs only: no default time
+    assert "surrogate gradient" in (html / "glossary.html").read_text()
+    bib = (html / "references.html").read_text()
+    assert "Spatio-Temporal Backpropagation" in bib and "Graph Attention Networks" in bib
+    assert page_problems(project.build_dir / "html") == []  # no warning, stderr, traceback or machine path
 
 
 def test_cli_data_commands():

@@ -70,6 +70,6 @@ def test_course_guide_reads_wall_times_from_the_records(project):
     assert wall_time(records["tdbn"], "quick") is None
     page = course_guide_markdown(project, course, present=["primer", "tdbn"], records=records)
     assert "2.0 min" in page and "8 s" in page and "42 s" in page  # formatted from the records, not typed
-    assert "{ref}`primer-ex1`" in page and "Suggested syllabus" in page
+    assert "{ref}`primer.1 <primer-ex1>`" in page and "Suggested syllabus" in page
     for c in available_chapters(project):
         assert c in course["chapters"], f"{c} has no learning goals in book/course.yaml"

@@ -62,7 +62,7 @@ def course_guide_markdown(project: Project, course: dict[str, Any], present: lis
         return f"{{doc}}`{titles.get(c, c)} <chapters/{c}>`" if c in present else titles.get(c, c)
 
     def ex(c: str, n: int) -> str:
-        return f"{{ref}}`{c}-ex{n}`" if c in present else f"exercise {n}"
+        return f"{{ref}}`{c}.{n} <{c}-ex{n}>`" if c in present else f"{c}.{n}"
 
     out = ["# Course guide", "",
            "How to teach from this book: what each chapter teaches, what it builds on, a twelve-week plan, how "
@@ -126,8 +126,8 @@ def _exercise_markdown(text: str, counter: list[int]) -> str:
     if not m:
         return text
     counter[0] += 1
-    title = m.group("title").strip()
-    head = f"**Exercise {counter[0]}" + (f": {title}**" if title else "**")
+    title = m.group("title").strip() or str(counter[0])  # the book's titles carry the number: "primer.2 · ..."
+    head = f"**Exercise {title}**"
     return f"{head}\n\n{m.group('body').strip()}"
 
 

@@ -198,7 +198,11 @@ def glance_figure(path: Path, chapters: list[str], titles: dict[str, str], recor
 
     rows = [(c, [cl["verdict"] for cl in ((records.get(c) or {}).get("claims") or [])]) for c in chapters]
     width = max([len(v) for _, v in rows] + [1])
-    fig, ax = plt.subplots(figsize=(min(2.6 + 0.55 * width, 10), 0.42 * len(rows) + 1.3), dpi=110)
+    def short(c: str) -> str:  # "STBP-tdBN: going deeper ..." -> "STBP-tdBN"
+        t = titles.get(c, c).split(":")[0].strip()
+        return t if len(t) <= 30 else t[:29].rsplit(" ", 1)[0] + " …"
+
+    fig, ax = plt.subplots(figsize=(min(2.4 + 0.5 * width, 9), 0.4 * len(rows) + 1.2), dpi=120)
     for y, (c, verdicts) in enumerate(rows):
         for x, v in enumerate(verdicts):
             ax.add_patch(Rectangle((x, y), 0.92, 0.84, color=VERDICT_COLOURS.get(v, "#ffffff"), ec="#555555", lw=0.5))
@@ -207,17 +211,17 @@ def glance_figure(path: Path, chapters: list[str], titles: dict[str, str], recor
     ax.set_xlim(0, width)
     ax.set_ylim(len(rows), 0)
     ax.set_yticks([y + 0.42 for y in range(len(rows))])
-    ax.set_yticklabels([titles.get(c, c) for c, _ in rows], fontsize=8)
+    ax.set_yticklabels([short(c) for c, _ in rows], fontsize=10)
     ax.set_xticks([x + 0.46 for x in range(width)])
-    ax.set_xticklabels([str(x + 1) for x in range(width)], fontsize=7)
-    ax.set_xlabel("claim (in the chapter's order)", fontsize=8)
+    ax.set_xticklabels([str(x + 1) for x in range(width)], fontsize=9)
+    ax.set_xlabel("claim (in the chapter's order)", fontsize=9)
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
     used = [v for v in VERDICTS if any(v in vs for _, vs in rows)]
     ax.legend(handles=[Patch(facecolor=VERDICT_COLOURS[v], edgecolor="#555555", label=v) for v in used],
-              loc="upper center", bbox_to_anchor=(0.45, -0.5 / max(len(rows), 1) - 0.12), ncol=min(3, len(used) or 1),
-              fontsize=7, frameon=False)
+              loc="upper center", bbox_to_anchor=(0.5, -0.55 / (0.4 * max(len(rows), 1))), ncol=min(3, len(used) or 1),
+              fontsize=9, frameon=False, handlelength=1.2, columnspacing=1.0)
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
@@ -254,7 +258,7 @@ def glance_section(chapters: list[str], titles: dict[str, str], records: dict[st
 
 
 _PROBLEMS = [
-    (re.compile(r"\b\w*Warning\b(?!s? (?:as|and))"), "a Python warning"),
+    (re.compile(r"\b\w+Warning\b|warnings\.warn\("), "a Python warning"),  # UserWarning, TqdmWarning, ...
     (re.compile(r"/(?:home|work|tmp|root|Users)/[\w.+-]+"), "an absolute machine path"),
     (re.compile(r'class="[^"]*\boutput\s+stderr\b'), "a stderr output"),
     (re.compile(r"Traceback \(most recent call last\)"), "a traceback"),

@@ -154,7 +154,8 @@ def stage(project: Project) -> tuple[Path, list[str]]:
     titles = {c: load_spec(project, c).title for c in present}
     glance = None
     if present:
-        glance_figure(src / "book" / "glance.png", present, titles, records)
+        short = {c: (course.get("chapters") or {}).get(c, {}).get("short") or titles[c] for c in present}
+        glance_figure(src / "book" / "glance.png", present, short, records)
         glance = "glance.png"
     (src / "book" / "scoreboard.md").write_text(scoreboard_markdown(project, present, records, stale, glance),
                                                 encoding="utf-8")
