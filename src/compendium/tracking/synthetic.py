@@ -189,6 +189,9 @@ def make_sequences(count: int, n: int = 200, size: int = 64, *, speed: tuple[flo
                    condition: str = "", seed: int = 0) -> list[Sequence]:
     """``count`` sequences with speed, size, clutter, occlusion (and camera speed) drawn per
     sequence; with ``stops`` the target alternates moving at its speed and standing still."""
+    if smoke.active():  # one sequence, 60 event bins (the quick profile's length), at the real image size
+        count, n = smoke.limit(count, 1), smoke.limit(n, 60)
+        smoke.note(f"tracking: sequences cut to one per call and {n} event bins, images {size}x{size} as asked")
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
@@ -207,7 +210,6 @@ def make_benchmark(per_condition: int, n: int = 200, size: int = 64, *, conds: t
     """``per_condition`` sequences of each condition (default :func:`conditions`), in condition
     order; ``kwargs`` go to :func:`make_sequences` (``aps_every``, ``threshold``, ``noise``,
     ``exposure``, ``occlusion_rate``, ``radius``). Condition ``i`` draws from seed ``seed + i``."""
-    per_condition = smoke.limit(per_condition, 1)  # smoke mode: one sequence per condition, of the real length and size
     out: list[Sequence] = []
     for i, c in enumerate(conditions() if conds is None else conds):
         out += make_sequences(per_condition, n, size, speed=c.speed, clutter=c.clutter, stops=c.stops,
