@@ -43,6 +43,7 @@ N_TEST = 8       # test samples a loader returns
 T = TypeVar("T")
 _noted: set[str] = set()
 _data_scale: list[float] = [1.0]  # full / smoke training-set size of the data loaded last
+_unscaled: set[str] = set()      # data cut in smoke mode without a known full size (no cost estimate)
 
 
 def active() -> bool:
@@ -93,6 +94,13 @@ def shrink(name: str, n_full_train: int, n_full_test: int) -> tuple[int, int]:
     return n_tr, n_te
 
 
+def unscaled(what: str) -> None:
+    """Mark that smoke mode cut generated data (``what``) whose full size it cannot tell the
+    training loop: the cost table then gives no estimate for the chapter."""
+    if active():
+        _unscaled.add(what)
+
+
 def data_scale() -> float:
     """How many times larger the training set of the data loaded last is than what smoke mode kept."""
     return _data_scale[0] if active() else 1.0
@@ -129,7 +137,8 @@ def record(kind: str, desc: str, step_times: list[float], *, batch: int, paper_b
     full = samples * data_scale()
     entry = {"kind": kind, "desc": desc, "step_times_s": [round(t, 6) for t in step_times], "batch": batch,
              "paper_batch": paper_batch, "epochs": epochs, "samples": samples, "samples_full": round(full),
-             "planned_steps": int(epochs * math.ceil(full / max(1, paper_batch))), **extra}
+             "planned_steps": int(epochs * math.ceil(full / max(1, paper_batch))),
+             "data_cut_without_scale": sorted(_unscaled), **extra}
     path = os.environ.get(SMOKE_LOG_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as fh:

@@ -62,7 +62,8 @@ def cost_rows(project: Project) -> list[dict[str, Any]]:
                     "measured_at": rec.get("started_at"), "machine": (env.get("platform") or env.get("machine")),
                     "synthetic": sorted(k for k, v in (rec.get("data") or {}).items() if str(v).startswith("absent"))})
         per = row["s_per_sample"]
-        if per is not None and row["planned_samples"]:
+        row["no_estimate"] = s.get("data_cut_without_scale") or []
+        if per is not None and row["planned_samples"] and not row["no_estimate"]:
             row["cpu_hours_est"] = row["planned_samples"] * per / 3600
             if gpu and gpu.get("s_per_sample"):
                 row["gpu_hours_est"] = row["planned_samples"] * float(gpu["s_per_sample"]) / 3600
@@ -101,7 +102,8 @@ ASSUMPTIONS = [
     "Not counted (so the estimates are lower bounds on these): learning-rate trials beyond the first two "
     "(smoke mode keeps two), evaluation passes, and loops outside the training loop "
     "(adversarial attacks, meta-learning episodes, simulations, statistics). Chapters that train nothing "
-    "through the loop show no estimate.",
+    "through the loop show no estimate, nor do chapters whose training data the smoke run generated at "
+    "smoke size without knowing the full size (DashNet's synthetic sequences).",
 ]
 
 

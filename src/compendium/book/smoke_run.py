@@ -117,7 +117,9 @@ def summarise(loops: list[dict[str, Any]]) -> dict[str, Any]:
         times = lp["step_times_s"][1:] or lp["step_times_s"]  # the first step pays for warm-up
         per_sample += [t / max(1, lp["batch"]) for t in times]
     planned_samples = sum(lp["epochs"] * lp["samples_full"] for lp in fits)
+    cut = sorted({w for lp in fits for w in lp.get("data_cut_without_scale") or []})
     return {"fit_runs": len(fits), "steps_measured": sum(len(lp["step_times_s"]) for lp in fits),
+            "data_cut_without_scale": cut,
             "median_step_s": statistics.median([t for lp in fits for t in lp["step_times_s"]]) if fits else None,
             "median_s_per_sample": statistics.median(per_sample) if per_sample else None,
             "planned_steps": sum(lp["planned_steps"] for lp in fits),

@@ -191,6 +191,7 @@ def make_sequences(count: int, n: int = 200, size: int = 64, *, speed: tuple[flo
     sequence; with ``stops`` the target alternates moving at its speed and standing still."""
     if smoke.active():  # one sequence, 60 event bins (the quick profile's length), at the real image size
         count, n = smoke.limit(count, 1), smoke.limit(n, 60)
+        smoke.unscaled("synthetic tracking sequences")
         smoke.note(f"tracking: sequences cut to one per call and {n} event bins, images {size}x{size} as asked")
     rng = np.random.default_rng(seed)
     out = []
