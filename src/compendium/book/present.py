@@ -131,7 +131,7 @@ def run_box(record: dict[str, Any]) -> str:
             f"**wall time** {record.get('wall_time_s', '?')} s" + (f" on {device}" if device else "")
             + (f" ({_short(cpu, 60)})" if cpu else ""),
             f"**commit** `{commit}`"]
-    out = [":::{admonition} This run", ":class: note dropdown", "",
+    out = [":::{admonition} This run", ":class: note", "",
            " · ".join(rows), ""]
     if data:
         out += [f"**data** {data}", ""]
