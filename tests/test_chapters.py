@@ -67,8 +67,8 @@ def test_book_builds_from_quick_outputs_without_warnings(quick_outputs):
     guide = (html / "course.html").read_text()
     assert "Suggested syllabus" in guide and "not yet recorded" in guide  # quick runs only: no default time
     assert "surrogate gradient" in (html / "glossary.html").read_text()
-    bib = (html / "references.html").read_text()
-    assert "Spatio-Temporal Backpropagation" in bib and "Graph Attention Networks" in bib
+    bib = (html / "references.html").read_text().lower()  # the bibliography style sets titles in sentence case
+    assert "spatio-temporal backpropagation" in bib and "graph attention networks" in bib
     assert page_problems(project.build_dir / "html") == []  # no warning, stderr, traceback or machine path
 
 
