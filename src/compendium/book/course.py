@@ -68,7 +68,8 @@ def course_guide_markdown(project: Project, course: dict[str, Any], present: lis
            "How to teach from this book: what each chapter teaches, what it builds on, a twelve-week plan, how "
            "long each chapter takes to run, and which exercises fit a lab session. The times below are read from "
            "each chapter's latest records (`results/<chapter>.json`) when this page was built; a profile that no "
-           "recorded run has used reads \"not yet recorded\".", "",
+           "recorded run has used reads \"not yet recorded\" (each record keeps the last time of every profile, so running "
+           "`compendium build --profile quick` once before the default build fills in both columns).", "",
            "## Audience and prerequisites", "", str(course.get("audience", "")).strip(), "",
            "Every chapter needs the {doc}`primer <chapters/primer>`'s neuron, surrogate gradient and training loop, "
            "except the device and statistics chapters, which stand alone. Each chapter's exercises start with a "
