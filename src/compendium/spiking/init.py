@@ -56,6 +56,9 @@ def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: f
     stage that ends in it) has that std. By default every conv/linear layer but the last (the
     classifier, which feeds no neuron) is its own measured module. Returns the final output std
     of each target (for the chapter's record)."""
+    from compendium import smoke
+
+    x, iterations = smoke.batch(x), smoke.limit(iterations, 1)  # smoke mode: one pass per layer, a batch of two
     pairs = targets if targets is not None else [(layer, layer) for layer in _weight_layers(model)[:-1]]
     stds: list[float] = []
     with frozen_buffers(model):
