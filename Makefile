@@ -34,12 +34,14 @@ book: $(STAMP)
 	$(BIN)/compendium build --profile $(PROFILE) --jobs $(JOBS)
 	@echo "Open _build/html/index.html"
 
-# Twice: with glibc's defaults, and with its mmap threshold raised so that the large per-step
-# buffers are reused instead of page-faulted in afresh every step (applies to all three alike).
+# Every ratio against its target (ratios.py), the conv SNN three ways (step_time.py), and the
+# allocator setting at the chapter level (allocator.py). `import compendium` raises glibc's
+# mmap/trim thresholds in every process (compendium/runtime.py), so the book's kernels and the
+# tests run with it too; COMPENDIUM_MALLOC=0 turns it off.
 bench: $(STAMP)
 	$(BIN)/python bench/ratios.py
 	$(BIN)/python bench/step_time.py
-	MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912 $(BIN)/python bench/step_time.py
+	$(BIN)/python bench/allocator.py
 
 # `compendium clean` refuses while a build or a chapter run holds its lock; without the venv,
 # the same paths by hand (dot-files too: leftovers of interrupted runs start with a dot).

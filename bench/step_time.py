@@ -11,9 +11,9 @@ Each step is forward + backward + Adam update on a fixed batch; the median of ``
 steps after warm-up is reported. Usage: ``python bench/step_time.py [--T 4 --batch 32 --threads 2]``.
 
 Allocation matters on a CPU: glibc hands blocks above its mmap threshold back to the OS when
-freed, so every step page-faults its large buffers in again. ``make bench`` runs this script
-with glibc's defaults and again with ``MALLOC_MMAP_THRESHOLD_`` raised; both runs treat the
-three variants alike.
+freed, so every step would page-fault its large buffers in again; ``import compendium`` raises
+that threshold for the process (:mod:`compendium.runtime`; ``COMPENDIUM_MALLOC=0`` keeps glibc's
+defaults), for the three variants alike.
 """
 
 from __future__ import annotations

@@ -65,4 +65,13 @@ def environment_record(root: Path) -> dict[str, Any]:
         "packages": package_versions(),
         "git": git_commit(root),
         "cpu": cpu_info(),
+        # glibc thresholds set by `import compendium` (compendium.runtime); the native LIF kernel's switch
+        "allocator": _allocator(),
+        "native_lif": os.environ.get("COMPENDIUM_NATIVE", "1") != "0",
     }
+
+
+def _allocator() -> dict[str, int] | str:
+    from compendium import runtime
+
+    return dict(runtime.applied) or "glibc defaults"

@@ -36,6 +36,7 @@ import snntorch
 import torch
 from torch import Tensor
 
+from compendium.spiking import native
 from compendium.spiking.surrogate import Rectangular, Surrogate
 
 Reset = Literal["zero", "subtract", "subtract_decayed"]
@@ -96,10 +97,18 @@ class _LIFSequence(torch.autograd.Function):
     # float passes written in place into the [T, ...] outputs, spikes stay float (boolean masks
     # and torch.where are an order of magnitude slower here), and gradients nobody asked for
     # are not materialised. bench/step_time.py measures the effect.
+    # Where the compiled kernel (compendium.spiking.native) takes the input, it computes the same
+    # numbers in one pass over memory per direction; it saves the spikes instead of the flags.
     @staticmethod
     def forward(ctx, current: Tensor, decay: float, threshold: float, reset: int, detach_reset: bool,
                 surrogate: Surrogate):
         ctx.set_materialize_grads(False)
+        ctx.params = (decay, threshold, reset, detach_reset, surrogate)
+        ctx.native = native.supports(current)
+        if ctx.native:
+            spikes, mems = native.forward(current, decay, threshold, reset)
+            ctx.save_for_backward(spikes, mems)
+            return spikes, mems
         mems = torch.empty_like(current)
         # the zero reset works with the "did not fire" mask keep = 1 - o, the others with o
         flags = torch.empty_like(current)
@@ -118,14 +127,16 @@ class _LIFSequence(torch.autograd.Function):
                 torch.add(current[t], u, alpha=decay, out=u)
             compare(u, threshold, out=flags[t])
         ctx.save_for_backward(flags, mems)
-        ctx.params = (decay, threshold, reset, detach_reset, surrogate)
         spikes = torch.rsub(flags, 1.0) if reset == 0 else flags
         return spikes, mems
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor | None, grad_mems: Tensor | None):
-        flags, mems = ctx.saved_tensors  # flags: 1 - o for the zero reset, o otherwise
+        flags, mems = ctx.saved_tensors  # flags: 1 - o for the zero reset, o otherwise (native: o)
         decay, threshold, reset, detach_reset, surrogate = ctx.params
+        if ctx.native:
+            return (native.backward(flags, mems, grad_spikes, grad_mems, decay, threshold, reset, detach_reset,
+                                    surrogate), None, None, None, None, None)
         grad_current = torch.empty_like(mems)
         delta_next: Tensor | None = None  # δ[t+1]
         for t in range(mems.shape[0] - 1, -1, -1):

@@ -1,0 +1,176 @@
+/* Fused multi-step LIF forward and BPTT backward (see compendium/spiking/neuron.py for the
+ * equations). One pass over memory per direction, instead of the two (forward) and six
+ * (backward) tensor passes per time step of the eager kernel.
+ *
+ * The arithmetic is that of the eager kernel, operation by operation, so the results are the
+ * same bit for bit: PyTorch's CPU kernels compute `add(a, b, alpha=c)` as fma(b, c, a) and
+ * `addcmul(a, b, c, value=v)` as fma(v * b, c, a); this file is compiled with
+ * -ffp-contract=off, so only the fmaf calls written here fuse.
+ *
+ * Layout: every [T, ...] array holds its T time slices as contiguous blocks of n floats with
+ * the same element order (the caller checks); an input may repeat one slice for all steps
+ * (time stride 0). Elements are independent, so the element range is split over threads and,
+ * inside a thread, walked in blocks small enough for the T slices of a block to stay in L1.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BLOCK 512
+#define MAX_THREADS 64
+
+typedef struct {
+    const float *cur; int64_t s_cur;                /* input current, time stride */
+    float *mem, *spk;                               /* outputs [T, n] */
+    const float *gs; int64_t s_gs;                  /* grad of spikes (or NULL), time stride */
+    const float *gm; int64_t s_gm;                  /* grad of membranes (or NULL), time stride */
+    const float *h;                                 /* surrogate derivative [T, n] (or NULL: rectangular) */
+    float *gcur;                                    /* grad of the current [T, n] */
+    int64_t n, lo, hi;
+    int T, reset, detach;
+    float k, th, half_w, inv_w, neg_k, neg_c;
+} job_t;
+
+static void fwd_range(const job_t *a) {
+    const int T = a->T;
+    const float k = a->k, th = a->th, neg_th = -a->th;
+    for (int64_t b = a->lo; b < a->hi; b += BLOCK) {
+        const int64_t e = b + BLOCK < a->hi ? b + BLOCK : a->hi;
+        for (int64_t i = b; i < e; i++) {
+            float u = a->cur[i];
+            a->mem[i] = u;
+            a->spk[i] = a->reset == 0 ? (u <= th ? 0.0f : 1.0f) : (u > th ? 1.0f : 0.0f);
+        }
+        for (int t = 1; t < T; t++) {
+            const float *I = a->cur + t * a->s_cur;
+            const float *up = a->mem + (int64_t)(t - 1) * a->n, *op = a->spk + (int64_t)(t - 1) * a->n;
+            float *u = a->mem + (int64_t)t * a->n, *o = a->spk + (int64_t)t * a->n;
+            if (a->reset == 0) {            /* addcmul(I, u_prev, keep_prev, value=k) */
+                for (int64_t i = b; i < e; i++) {
+                    float v = fmaf(k * up[i], 1.0f - op[i], I[i]);
+                    u[i] = v;
+                    o[i] = v <= th ? 0.0f : 1.0f;
+                }
+            } else if (a->reset == 1) {     /* add(I, u_prev, alpha=k); sub_(o_prev, alpha=th) */
+                for (int64_t i = b; i < e; i++) {
+                    float v = fmaf(op[i], neg_th, fmaf(up[i], k, I[i]));
+                    u[i] = v;
+                    o[i] = v > th ? 1.0f : 0.0f;
+                }
+            } else {                        /* add(u_prev, o_prev, alpha=-th); add(I, ., alpha=k) */
+                for (int64_t i = b; i < e; i++) {
+                    float v = fmaf(fmaf(op[i], neg_th, up[i]), k, I[i]);
+                    u[i] = v;
+                    o[i] = v > th ? 1.0f : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* One block of one backward step; the flags are compile-time constants at every call below, so
+ * that each combination is its own branch-free, vectorised loop. */
+static inline __attribute__((always_inline)) void bwd_block(
+        const int reset, const int has_dn, const int reset_path, const int has_gs, const int has_gm, const int has_h,
+        int64_t len, const float *u, const float *o, const float *gs, const float *gm, const float *h,
+        const float *dn, float *d, float k, float th, float half_w, float inv_w, float neg_k, float neg_c) {
+    for (int64_t i = 0; i < len; i++) {
+        float x = 0.0f;
+        if (has_gs || reset_path) {
+            float go = has_gs ? gs[i] : 0.0f;
+            if (reset_path) go = reset == 0 ? fmaf(neg_k * dn[i], u[i], go) : fmaf(dn[i], neg_c, go);
+            float s = has_h ? h[i] : (fabsf(u[i] - th) < half_w ? 1.0f : 0.0f) * inv_w;  /* exact for inv_w = 1 */
+            x = s * go;
+        }
+        if (has_gm) x = x + gm[i];
+        if (has_dn) x = reset == 0 ? fmaf(k * dn[i], 1.0f - o[i], x) : fmaf(dn[i], k, x);
+        d[i] = x;
+    }
+}
+
+#define BWD(R, DN, RP, GS, GM, H) bwd_block(R, DN, RP, GS, GM, H, len, u, o, gs, gm, h, dn, d, k, th, half_w, inv_w, neg_k, neg_c)
+#define BWD_H(R, DN, RP, GS, GM) if (h) BWD(R, DN, RP, GS, GM, 1); else BWD(R, DN, RP, GS, GM, 0)
+#define BWD_GM(R, DN, RP, GS) if (gm) { BWD_H(R, DN, RP, GS, 1); } else { BWD_H(R, DN, RP, GS, 0); }
+#define BWD_GS(R, DN, RP) if (gs) { BWD_GM(R, DN, RP, 1) } else { BWD_GM(R, DN, RP, 0) }
+#define BWD_PATH(R) if (!dn) { BWD_GS(R, 0, 0) } else if (a->detach) { BWD_GS(R, 1, 0) } else { BWD_GS(R, 1, 1) }
+
+static void bwd_range(const job_t *a) {
+    const int T = a->T;
+    const int64_t n = a->n;
+    const float k = a->k, th = a->th, half_w = a->half_w, inv_w = a->inv_w, neg_k = a->neg_k, neg_c = a->neg_c;
+    for (int64_t b = a->lo; b < a->hi; b += BLOCK) {
+        const int64_t len = (b + BLOCK < a->hi ? b + BLOCK : a->hi) - b;
+        for (int t = T - 1; t >= 0; t--) {
+            const float *u = a->mem + (int64_t)t * n + b, *o = a->spk + (int64_t)t * n + b;
+            const float *gs = a->gs ? a->gs + t * a->s_gs + b : NULL;
+            const float *gm = a->gm ? a->gm + t * a->s_gm + b : NULL;
+            const float *h = a->h ? a->h + (int64_t)t * n + b : NULL;
+            const float *dn = t < T - 1 ? a->gcur + (int64_t)(t + 1) * n + b : NULL;
+            float *d = a->gcur + (int64_t)t * n + b;
+            if (a->reset == 0) { BWD_PATH(0) } else if (a->reset == 1) { BWD_PATH(1) } else { BWD_PATH(2) }
+        }
+    }
+}
+
+static void *fwd_thread(void *p) { fwd_range((const job_t *)p); return NULL; }
+static void *bwd_thread(void *p) { bwd_range((const job_t *)p); return NULL; }
+
+static void run(job_t *base, int threads, void *(*fn)(void *)) {
+    int64_t n = base->n;
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (n < (int64_t)threads * 16384) threads = (int)(n / 16384) > 1 ? (int)(n / 16384) : 1;
+#ifdef _OPENMP
+    /* PyTorch's own OpenMP runtime (libgomp.so.1 is already loaded by torch, so this library binds
+     * to it): its worker threads are the ones ATen just used, hot and not competing with ours */
+    int64_t chunk_ = ((n + threads - 1) / threads + 63) / 64 * 64;
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int j = 0; j < threads; j++) {
+        job_t job = *base;
+        job.lo = (int64_t)j * chunk_ < n ? (int64_t)j * chunk_ : n;
+        job.hi = (int64_t)(j + 1) * chunk_ < n ? (int64_t)(j + 1) * chunk_ : n;
+        if (job.lo < job.hi) fn(&job);
+    }
+    return;
+#endif
+    job_t jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS];
+    int64_t chunk = ((n + threads - 1) / threads + 63) / 64 * 64;
+    for (int j = 0; j < threads; j++) {
+        jobs[j] = *base;
+        jobs[j].lo = (int64_t)j * chunk < n ? (int64_t)j * chunk : n;
+        jobs[j].hi = (int64_t)(j + 1) * chunk < n ? (int64_t)(j + 1) * chunk : n;
+        started[j] = 0;
+    }
+    for (int j = 1; j < threads; j++) {
+        if (jobs[j].lo >= jobs[j].hi) continue;
+        if (pthread_create(&tid[j], NULL, fn, &jobs[j]) == 0) started[j] = 1;
+        else fn(&jobs[j]);  /* no thread to be had: do the chunk here */
+    }
+    fn(&jobs[0]);
+    for (int j = 1; j < threads; j++)
+        if (started[j]) pthread_join(tid[j], NULL);
+}
+
+int lif_forward(const float *cur, int64_t s_cur, float *mem, float *spk, int64_t n, int T, float k, float th,
+                int reset, int threads) {
+    job_t a;
+    memset(&a, 0, sizeof a);
+    a.cur = cur; a.s_cur = s_cur; a.mem = mem; a.spk = spk; a.n = n; a.T = T; a.k = k; a.th = th; a.reset = reset;
+    run(&a, threads, fwd_thread);
+    return 0;
+}
+
+int lif_backward(float *mem, float *spk, const float *gs, int64_t s_gs, const float *gm, int64_t s_gm,
+                 const float *h, float *gcur, int64_t n, int T, float k, float th, int reset, int detach,
+                 float half_w, float inv_w, float neg_k, float neg_c, int threads) {
+    job_t a;
+    memset(&a, 0, sizeof a);
+    a.mem = mem; a.spk = spk; a.gs = gs; a.s_gs = s_gs; a.gm = gm; a.s_gm = s_gm; a.h = h; a.gcur = gcur;
+    a.n = n; a.T = T; a.k = k; a.th = th; a.reset = reset; a.detach = detach; a.half_w = half_w; a.inv_w = inv_w;
+    a.neg_k = neg_k; a.neg_c = neg_c;
+    run(&a, threads, bwd_thread);
+    return 0;
+}
