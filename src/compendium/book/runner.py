@@ -772,14 +772,30 @@ def run_chapter(project: Project, chapter: str, profile: str = "default",
         lock.release()
 
 
+def set_environ(env: Mapping[str, str]) -> dict[str, str | None]:
+    """Set ``env`` in this process's environment (the kernel inherits it); returns what those
+    variables were before, for :func:`restore_environ`."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    return before
+
+
+def restore_environ(before: Mapping[str, str | None]) -> None:
+    """Undo :func:`set_environ`: variables that were unset are removed again."""
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def _execute_and_publish(project, chapter, profile, params, log, kernel, timeout, log_output, device, data_states,
                          fingerprint, modules, stage, staged_nb, staged_rec, pm) -> RunOutcome:
     log_path = project.log(chapter)
     rel_log = _rel(project, log_path)
     env = {RECORD_ENV: str(staged_rec), PROFILE_ENV: profile, ROOT_ENV: str(project.root),
            "PYTHONPATH": kernel_pythonpath(project)}
-    env_before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    env_before = set_environ(env)
     started = time.time()
     deadline = time.monotonic() + timeout if timeout else None
     engine_kwargs: dict[str, Any] = {}
@@ -807,11 +823,7 @@ def _execute_and_publish(project, chapter, profile, params, log, kernel, timeout
                 with signals_deferred():
                     raise _failure(project, chapter, profile, params, err, staged_nb, fh, timeout, handler.cell) from err
     finally:
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(env_before)
 
     if not staged_rec.is_file():
         _mark_failed(project, chapter, profile, params, "the notebook wrote no record (no report.save())")

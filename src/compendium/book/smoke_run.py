@@ -72,10 +72,9 @@ def _execute(project: Project, chapter: str, params: Mapping[str, Any], out_nb: 
     its output into ``log_path``; raises :class:`ChapterFailed` naming the cell."""
     import papermill as pm
 
-    from compendium.book.runner import ChapterFailed, _kernel_manager_class, _streamed_log
+    from compendium.book.runner import ChapterFailed, _kernel_manager_class, _streamed_log, restore_environ, set_environ
 
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    before = set_environ(env)
     engine_kwargs: dict[str, Any] = {}
     if timeout:
         deadline = time.monotonic() + timeout
@@ -100,11 +99,7 @@ def _execute(project: Project, chapter: str, params: Mapping[str, Any], out_nb: 
                 raise ChapterFailed(f"chapter '{chapter}' failed in cell {cell}: {detail}\nLog: {log_path}; "
                                     f"the notebook as far as it ran: {out_nb}", cell=cell, log=log_path) from err
     finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(before)
 
 
 def summarise(loops: list[dict[str, Any]]) -> dict[str, Any]:

@@ -332,8 +332,9 @@ def meta_train(model: FewShotNet, images: Tensor, labels: Tensor, classes: np.nd
     as the model's inputs and the query label as target); returns the per-step query accuracy."""
     torch.manual_seed(seed)
     sx, sy, qx, qy = episodes(images, labels, classes, model.n_way, k_shot, n_episodes, seed=seed)
-    model.to(resolve_device(device))
-    model(*(t[:1].to(resolve_device(device)) for t in (sx, sy, qx)))  # materialise the lazy layer
+    dev = resolve_device(device)
+    model.to(dev)
+    model(*(t[:1].to(dev) for t in (sx, sy, qx)))  # materialise the lazy layer
     accs: list[float] = []
     fit(model, (sx, sy, qx, qy), epochs=1, lr=lr, batch_size=batch, optimizer=two_timescale_adam(model, meta_lr),
         device=device, seed=seed, desc=f"meta-train {model.output.mode.upper()}", show_progress=show_progress,
