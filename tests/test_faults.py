@@ -345,6 +345,11 @@ def test_a_change_in_stats_restales_only_the_calibration_chapter(project, tmp_pa
     target.write_text(target.read_text() + "\n# edited\n")
     after = hashes()
     assert [c for c in chapters if before[c] != after[c]] == ["calibration"]
+    # a chapter's exercise checks are its own too (one module per chapter)
+    target = pkg / "exercises" / "primer.py"
+    target.write_text(target.read_text() + "\n# edited\n")
+    again = hashes()
+    assert [c for c in chapters if after[c] != again[c]] == ["primer"]
 
 
 # --- more rows: build lock, clean, knobs, records --------------------------------------------------

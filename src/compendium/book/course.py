@@ -137,17 +137,18 @@ def release_notebook(nb: Any, chapter: str, student: bool) -> Any:
     solution replaced by its stub, exercise blocks as plain markdown, MyST roles as plain text."""
     import nbformat
 
-    from compendium.exercises import EXERCISES
+    from compendium.exercises import all_exercises
 
     if not student:
         return nb
+    checked = all_exercises()
     cells, counter = [], [0]
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
         if SOLUTION_TAG in tags:
             meta = cell.get("metadata", {}).get("exercise")
-            if cell.cell_type == "code" and meta and (meta["chapter"], meta["number"]) in EXERCISES:
-                stub = nbformat.v4.new_code_cell(EXERCISES[(meta["chapter"], meta["number"])].stub)
+            if cell.cell_type == "code" and meta and (meta["chapter"], meta["number"]) in checked:
+                stub = nbformat.v4.new_code_cell(checked[(meta["chapter"], meta["number"])].stub)
                 stub.metadata["tags"] = [STUB_TAG]
                 stub.metadata["exercise"] = meta
                 cells.append(stub)
