@@ -27,6 +27,33 @@ def test_threshold_scaled_init_sets_each_layer_output_to_the_threshold_scale():
     assert min(firing_rates(net, x)) > 0.01
 
 
+
+def test_threshold_scaled_init_stopping_at_the_measured_layer_changes_nothing():
+    """The init ends each measuring pass at the measured layer; a naive version that runs the
+    whole net every time must give the same weights, bit for bit."""
+    x = images(16)
+
+    def naive(net, iterations=2):
+        layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
+        with torch.no_grad(), frozen_buffers(net):
+            for layer in layers:
+                for _ in range(iterations):
+                    out = []
+                    h = layer.register_forward_hook(lambda _m, _i, o: out.append(o))
+                    net(x)
+                    h.remove()
+                    layer.weight.mul_(0.5 / float(out[0].std()))
+
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        nets.append(SpikingResNet(small_layout(2, 8), T=2, in_channels=1, norm="none", lif=LIF))
+    threshold_scaled_init(nets[0], x, 0.5)
+    naive(nets[1])
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
+    with pytest.raises(RuntimeError, match="was not called"):  # a target outside the forward pass is named
+        threshold_scaled_init(nets[0], x, 0.5, targets=[(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))])
+
 def test_probes_leave_bn_statistics_untouched():
     torch.manual_seed(0)
     net = SpikingResNet(small_layout(1, 4), T=2, in_channels=1, norm="bn", lif=LIF)

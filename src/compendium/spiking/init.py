@@ -61,23 +61,39 @@ def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: f
     x, iterations = smoke.batch(x), smoke.limit(iterations, 1)  # smoke mode: one pass per layer, a batch of two
     pairs = targets if targets is not None else [(layer, layer) for layer in _weight_layers(model)[:-1]]
     stds: list[float] = []
+
+    def output_std(measured: nn.Module) -> float:
+        # the forward stops at the measured module (what comes after cannot change its output),
+        # so the layer-by-layer pass costs about half of L full forwards instead of L
+        out: list[Tensor] = []
+
+        def grab(_m: nn.Module, _i: tuple, o: Tensor) -> None:
+            out.append(o)
+            raise _Measured
+
+        h = measured.register_forward_hook(grab)
+        try:
+            model(x)
+        except _Measured:
+            pass
+        finally:
+            h.remove()
+        if not out:
+            raise RuntimeError(f"{type(measured).__name__} was not called in the forward pass of {type(model).__name__}")
+        return float(out[0].std())
+
     with frozen_buffers(model):
         for layer, measured in pairs:
-            out: list[Tensor] = []
-            h = measured.register_forward_hook(lambda _m, _i, o: out.append(o))
-            try:
-                for _ in range(iterations):
-                    out.clear()
-                    model(x)
-                    s = float(out[0].std())
-                    if s > 0:
-                        layer.weight.mul_(gain * threshold / s)
-                out.clear()
-                model(x)
-                stds.append(float(out[0].std()))
-            finally:
-                h.remove()
+            for _ in range(iterations):
+                s = output_std(measured)
+                if s > 0:
+                    layer.weight.mul_(gain * threshold / s)
+            stds.append(output_std(measured))
     return stds
+
+
+class _Measured(Exception):
+    """Raised by the measuring hook to end a forward pass early."""
 
 
 @torch.no_grad()
