@@ -106,6 +106,10 @@ def test_compare_tuned_gives_every_variant_the_same_trials_and_selects_on_valida
     assert len(a.trials) == 4 and {t["variant"] for t in a.trials} == {"linear", "mlp"}
     assert a.chosen == {"linear": 0.05, "mlp": 0.05}  # 1e-6 cannot learn in 2 epochs
     assert [r.test_correct for r in a.runs] == [r.test_correct for r in b.runs]
+    # with per-epoch test curves the final count is read from the last epoch, not a second pass: same numbers
+    c = compare_tuned(builders, train, test, test_each_epoch=True, **kw)
+    assert [r.test_correct for r in c.runs] == [r.test_correct for r in a.runs]
+    assert all(len(r.history["test_acc"]) == 3 for r in c.runs)
     assert len(a.test_acc_samples("linear")) == 2 and all(0.8 < v <= 1 for v in a.test_acc_samples("linear"))
     assert [p["epoch"] for p in a.runs[0].probes] == [0, 1, 2, 3]
     assert "2 learning-rate trials" in a.budget_text() and a.summary().loc["mlp", "seeds"] == 2

@@ -148,9 +148,12 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
             hist = fit(model, train, epochs=epochs, lr=chosen[variant], batch_size=batch_size, device=device, seed=seed,
                        test=test if test_each_epoch else None, desc=f"{variant} seed {seed}",
                        show_progress=show_progress, on_epoch=on_epoch, **kw)
-            ev = evaluate(model, test, device=device)
+            if test_each_epoch and hist.records and "metric" not in kw:
+                acc = hist.last("test_acc")  # fit has just evaluated this model on the test set
+            else:
+                acc = evaluate(model, test, device=device)["acc"]
             n = len(test[1])
-            runs.append(TunedRun(variant, chosen[variant], seed, hist, int(round(ev["acc"] * n)), n, probes,
+            runs.append(TunedRun(variant, chosen[variant], seed, hist, int(round(acc * n)), n, probes,
                                  model if keep_models else None))
     budget = {"lrs": list(lrs), "tune_epochs": tune_epochs, "epochs": epochs, "seeds": list(seeds),
               "val_fraction": val_fraction}
