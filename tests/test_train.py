@@ -64,6 +64,21 @@ def test_same_seed_same_numbers():
     assert runs[0] == runs[1]
 
 
+
+@pytest.mark.parametrize("batch_size", [16, None])
+def test_fit_leaves_the_global_random_stream_alone(batch_size):
+    """Shuffling has its own seeded generator: fit seeds the global RNG (``seed``) and then,
+    for a model without randomness of its own, leaves it where the seed put it, so the draws
+    inside and after a fit (input spikes, dropout) do not depend on how the loader is built."""
+    data = blobs(64)
+    if batch_size is None:  # pre-made batches
+        data = [tuple(t[i:i + 16] for t in data) for i in range(0, 64, 16)]
+    torch.manual_seed(3)
+    seeded = torch.get_rng_state()
+    torch.manual_seed(0)
+    fit(nn.Linear(8, 2), data, epochs=2, batch_size=batch_size, seed=3, show_progress=False)
+    assert torch.equal(torch.get_rng_state(), seeded)
+
 @pytest.mark.parametrize("kwargs, err, match", [
     ({"epochs": 0}, ValueError, "epochs"),
     ({"optimizer": "rmsprop"}, ValueError, "optimizer"),

@@ -236,8 +236,11 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         if batch_size is None:  # pre-made batches (every rank takes each whole)
             loader = _loader(train, batch_size, True, seed * 100_003 + epoch)
         else:
+            # the loader's own generator: without one, DataLoader draws its base seed from torch's
+            # global RNG each epoch, which shifts every later random draw (input spikes, dropout)
             loader = DataLoader(ds, batch_sampler=distributed.ShardedBatchSampler(
-                len(ds), batch_size, seed=seed * 100_003 + epoch, rank=world.rank, world=world.size))
+                len(ds), batch_size, seed=seed * 100_003 + epoch, rank=world.rank, world=world.size),
+                generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         model.train()
         t0, seen, metric_sum, loss_sum = time.time(), 0, 0.0, 0.0
         steps = progress(loader, desc=f"{desc} epoch {epoch}/{epochs}", enabled=show_progress and interactive())
