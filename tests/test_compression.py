@@ -214,12 +214,27 @@ def test_claim_quantities_pick_the_declared_strategies():
     assert all(isinstance(v, str) for v in X.activity_quantities(t[t["activity"] == 0], 1000).values())
     # within 2 points of 0.98: the 90 % joint (160x) beats the best single technique (ternary, 16x);
     # the 97 % joint (530x) and 97 % pruning (33x) are more than 2 points down
-    j = X.joint_quantities(t, 0.98)
+    j = X.joint_quantities(t, 0.98, 10 ** 6)  # a test set so large that every loss is decided
     assert (j["joint_best_compression"].estimate, j["single_best_compression"].estimate) == (160.0, 16.0)
-    j = X.joint_quantities(t, 0.999)  # nothing within 2 points: both kinds count the uncompressed 1x
+    d = j["joint_over_single_compression"]
+    assert (d.estimate, d.low, d.high, d.method) == (144.0, 144.0, 144.0, "given")
+    # 1,000 test images: the 90 % joint's 1.5-point loss, ternary's 1 point and 97 % pruning's 3 points
+    # cannot be told from 2 points, so the difference ranges over every classification they allow
+    d = X.joint_quantities(t, 0.98, 1000)["joint_over_single_compression"]
+    assert d.estimate == 144.0 and d.low == 1.0 - 33.0 and d.high == 160.0 - 10.0
+    from compendium.book.rules import INCONCLUSIVE, REPRODUCED, parse_rule
+
+    rule = parse_rule({"kind": "threshold", "quantity": "joint_over_single_compression", "above": 0})
+    assert rule.evaluate({"joint_over_single_compression": d}).verdict == INCONCLUSIVE
+    big = X.joint_quantities(t, 0.98, 10 ** 6)["joint_over_single_compression"]
+    assert rule.evaluate({"joint_over_single_compression": big}).verdict == REPRODUCED
+    j = X.joint_quantities(t, 0.999, 10 ** 6)  # nothing within 2 points: both kinds count the uncompressed 1x
     assert (j["joint_best_compression"].estimate, j["single_best_compression"].estimate) == (1.0, 1.0)
-    j = X.joint_quantities(t[t["bits"].isna() | t["sparsity"].isna()], 0.98)
+    j = X.joint_quantities(t[t["bits"].isna() | t["sparsity"].isna()], 0.98, 10 ** 6)
     assert "no joint" in j["joint_best_compression"] and j["single_best_compression"].estimate == 16.0
+    assert "no joint" in j["joint_over_single_compression"]
+    with pytest.raises(ValueError, match="n_test"):
+        X.joint_quantities(t, 0.98, 0)
 
 
 # --- the default network, the ADMM schedule and the ADMM/one-shot comparison -----------------
