@@ -173,6 +173,13 @@ def test_accuracy_rate_and_above_chance_are_wilson_intervals_over_the_test_image
         above_chance("d", 0.5, 128, classes=1)
     with pytest.raises(ValueError):
         accuracy_rate("acc", 1.2, 128)
+    # one accuracy per seed: the t-interval over seeds (it covers the spread between training runs)
+    s = above_chance("s", [0.30, 0.40, 0.35], 1000, classes=10)
+    assert s.method == "t" and s.n == 3 and s.estimate == pytest.approx(0.25)
+    assert s.low < 0.25 - 0.1 and s.high > 0.25 + 0.1  # three seeds 5 points apart: wide
+    assert above_chance("s", [0.9375], 128, classes=10) == d.__class__("s", d.estimate, d.low, d.high, 128, "wilson")
+    with pytest.raises(ValueError):
+        above_chance("s", [0.3, 1.5], 1000, classes=10)
 
 
 def test_depth_sweep_ends_compares_the_deepest_net_with_the_best_shallower_one():

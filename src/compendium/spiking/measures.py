@@ -5,13 +5,14 @@ images, a depth sweep) into :class:`~compendium.book.quantities.Quantity` object
 intervals; the verdicts come from the rules in ``data/papers/<chapter>.yaml``.
 
 A test accuracy is a rate over the test images: ``round(accuracy · n_test)`` correct out of
-``n_test`` with Wilson's interval. The interval reflects the size of the test set, not the
-variation between seeds (one seed per variant).
+``n_test`` with Wilson's interval. That interval reflects the size of the test set, not the
+variation between training runs; where a chapter trains several seeds, the quantity is the
+mean over seeds with its t-interval instead (:func:`above_chance` with a list).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from compendium.book.quantities import Quantity
 
@@ -27,14 +28,26 @@ def accuracy_rate(name: str, accuracy: float, n_test: int) -> Quantity:
     return Quantity.rate(name, _correct(accuracy, n_test), int(n_test))
 
 
-def above_chance(name: str, accuracy: float, n_test: int, classes: int) -> Quantity:
-    """Test accuracy minus chance (``1 / classes``): the Wilson interval of the accuracy over
-    ``n_test`` images, shifted by the exact chance level (so the interval method stays Wilson)."""
+def above_chance(name: str, accuracy: float | Sequence[float], n_test: int, classes: int) -> Quantity:
+    """Test accuracy minus chance (``1 / classes``).
+
+    One accuracy (one trained net): the Wilson interval of the accuracy over ``n_test``
+    images, shifted by the exact chance level — it covers the test set's sampling, not the
+    spread between training runs. Several accuracies (one per seed, independently trained
+    nets): the mean of ``accuracy − 1/classes`` with its t-interval over the seeds, which
+    covers both."""
     if classes < 2:
         raise ValueError(f"chance needs at least two classes, got {classes}")
-    acc = accuracy_rate(name, accuracy, n_test)
     c = 1.0 / int(classes)
-    return Quantity(name, acc.estimate - c, acc.low - c, acc.high - c, acc.n, acc.method, acc.unit)
+    if isinstance(accuracy, (int, float)):
+        acc = accuracy_rate(name, accuracy, n_test)
+        return Quantity(name, acc.estimate - c, acc.low - c, acc.high - c, acc.n, acc.method, acc.unit)
+    accs = [float(a) for a in accuracy]
+    for a in accs:
+        _correct(a, n_test)  # the same checks as one accuracy
+    if len(accs) == 1:
+        return above_chance(name, accs[0], n_test, classes)
+    return Quantity.from_samples(name, [a - c for a in accs])
 
 
 def depth_sweep_ends(rows: list[dict[str, Any]], n_test: int, prefix: str) -> tuple[Quantity, Quantity]:
