@@ -191,3 +191,10 @@ def test_depth_sweep_ends_compares_the_deepest_net_with_the_best_shallower_one()
     assert (best.name, best.estimate) == ("ms_acc_best_shallower", 0.85)
     with pytest.raises(ValueError, match="two depths"):
         depth_sweep_ends([{"depth": 8, "test_acc": 0.8}], 1000, "ms_acc")
+    # one row per seed: means over the seeds with t-intervals (the spread between runs counts)
+    rows = [{"depth": d, "seed": s, "test_acc": a} for d, accs in ((8, (0.80, 0.82, 0.78)), (20, (0.86, 0.84, 0.85)),
+                                                                    (44, (0.60, 0.75, 0.70))) for s, a in enumerate(accs)]
+    deepest, best = depth_sweep_ends(rows, 1000, "ms_acc")
+    assert deepest.method == best.method == "t" and deepest.n == 3
+    assert deepest.samples == (0.60, 0.75, 0.70) and best.estimate == pytest.approx(0.85)
+    assert deepest.high - deepest.low > 0.2  # far wider than a rate over 1,000 images

@@ -53,15 +53,28 @@ def above_chance(name: str, accuracy: float | Sequence[float], n_test: int, clas
 def depth_sweep_ends(rows: list[dict[str, Any]], n_test: int, prefix: str) -> tuple[Quantity, Quantity]:
     """The deepest net of a depth sweep against the best shallower one.
 
-    ``rows`` are one block kind's sweep results (``depth``, ``test_acc``). Returns the test
-    accuracies, as rates over ``n_test`` images, of the deepest net (``<prefix>_deepest``) and
-    of the shallower net with the highest accuracy (``<prefix>_best_shallower``). Choosing the
-    best shallower net by its point estimate makes the comparison harder for the deepest net,
-    never easier. Needs at least two distinct depths."""
+    ``rows`` are one block kind's sweep results (``depth``, ``test_acc``, and ``seed`` where the
+    sweep trained several seeds). Returns the test accuracy of the deepest net
+    (``<prefix>_deepest``) and of the shallower depth with the highest (mean) accuracy
+    (``<prefix>_best_shallower``). One row per depth: a rate over ``n_test`` images (Wilson).
+    Several rows per depth (one per seed, independently trained nets): the mean over the seeds
+    with its t-interval, which covers the spread between training runs as well as the test
+    set's sampling. Choosing the best shallower depth by its point estimate makes the
+    comparison harder for the deepest net, never easier. Needs at least two distinct depths."""
     depths = sorted({int(r["depth"]) for r in rows})
     if len(depths) < 2:
         raise ValueError(f"a depth sweep needs at least two depths to compare, got {depths}")
-    deepest = [r for r in rows if int(r["depth"]) == depths[-1]][0]
-    best = max((r for r in rows if int(r["depth"]) < depths[-1]), key=lambda r: float(r["test_acc"]))
-    return (accuracy_rate(f"{prefix}_deepest", float(deepest["test_acc"]), n_test),
-            accuracy_rate(f"{prefix}_best_shallower", float(best["test_acc"]), n_test))
+    by_depth = {d: sorted((r for r in rows if int(r["depth"]) == d), key=lambda r: int(r.get("seed", 0)))
+                for d in depths}
+
+    def mean(rs: list[dict[str, Any]]) -> float:
+        return sum(float(r["test_acc"]) for r in rs) / len(rs)
+
+    def quantity(name: str, rs: list[dict[str, Any]]) -> Quantity:
+        accs = [float(r["test_acc"]) for r in rs]
+        for a in accs:
+            _correct(a, n_test)  # the same checks as one accuracy
+        return accuracy_rate(name, accs[0], n_test) if len(accs) == 1 else Quantity.from_samples(name, accs)
+
+    best = max(depths[:-1], key=lambda d: mean(by_depth[d]))
+    return quantity(f"{prefix}_deepest", by_depth[depths[-1]]), quantity(f"{prefix}_best_shallower", by_depth[best])
