@@ -32,6 +32,9 @@ def test_student_release_has_no_solution_cell_keeps_stubs_and_parses_with_paperm
         text = json.dumps(nb)
         assert not [cell for cell in nb["cells"] if "solution" in cell["metadata"].get("tags", [])], c
         assert "{solution" not in text and "{exercise}" not in text, c
+        assert "{glue" not in text, f"{c}: a raw glue role in the student release"
+        if "‹" in text:  # a computed number's placeholder, explained once
+            assert sum("report.numbers" in _code(cell) for cell in nb["cells"] if cell["cell_type"] == "markdown") == 1
         stubs = [cell for cell in nb["cells"] if STUB_TAG in cell["metadata"].get("tags", [])]
         assert stubs, f"{c}: no exercise stub"
         for cell in nb["cells"]:

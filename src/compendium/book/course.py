@@ -22,6 +22,10 @@ _EXERCISE_FENCE = re.compile(r"^```\{exercise\}[ \t]*(?P<title>[^\n]*)\n(?P<opts
                              re.S)
 _ROLE = re.compile(r"\{(term|doc|ref|numref)\}`(?:(?P<text>[^`<]+?)\s*<[^`>]+>|(?P<plain>[^`]+))`")
 _CITE = re.compile(r"\{cite(?::\w+)?\}`([^`]+)`")
+# {glue:text}`name:fmt`, {glue:}`name`, {glue}`name`: a number the chapter's code computes
+_GLUE = re.compile(r"\{glue(?::\w*)?\}`(?P<name>[^`:]+)(?::[^`]*)?`")
+GLUE_NOTE = ("*In this notebook, ‹name› in the text marks a number the chapter computes (the book prints "
+             "its value): run the chapter, then `report.numbers[\"name\"]` holds it.*")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +123,7 @@ def course_guide_markdown(project: Project, course: dict[str, Any], present: lis
 
 def _plain_roles(text: str) -> str:
     text = _ROLE.sub(lambda m: (m.group("text") or m.group("plain")).strip(), text)
+    text = _GLUE.sub(lambda m: f"‹{m.group('name').strip()}›", text)
     return _CITE.sub(lambda m: "[" + ", ".join(k.strip() for k in m.group(1).split(",")) + "]", text)
 
 
@@ -159,6 +164,9 @@ def release_notebook(nb: Any, chapter: str, student: bool) -> Any:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
+    if any(c.cell_type == "markdown" and "‹" in c.source for c in cells):  # say once what ‹name› means
+        first = next((i for i, c in enumerate(cells) if c.cell_type == "markdown"), 0)
+        cells.insert(first + 1, nbformat.v4.new_markdown_cell(GLUE_NOTE))
     nb.cells = cells
     return nb
 
