@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -173,10 +175,16 @@ def test_accuracy_rate_and_above_chance_are_wilson_intervals_over_the_test_image
         above_chance("d", 0.5, 128, classes=1)
     with pytest.raises(ValueError):
         accuracy_rate("acc", 1.2, 128)
-    # one accuracy per seed: the t-interval over seeds (it covers the spread between training runs)
+    # one accuracy per seed: seeds' spread and the shared test set's sampling, in quadrature
     s = above_chance("s", [0.30, 0.40, 0.35], 1000, classes=10)
-    assert s.method == "t" and s.n == 3 and s.estimate == pytest.approx(0.25)
+    assert s.method == "t + wilson" and s.n == 3 and s.estimate == pytest.approx(0.25)
     assert s.low < 0.25 - 0.1 and s.high > 0.25 + 0.1  # three seeds 5 points apart: wide
+    same = above_chance("s", [0.35, 0.35, 0.35], 1000, classes=10)  # identical seeds: still the test set's width
+    w = accuracy_rate("w", 0.35, 1000)
+    assert same.low == pytest.approx(w.low - 0.1) and same.high == pytest.approx(w.high - 0.1)
+    top = above_chance("s", [0.55, 1.0, 1.0], 1000, classes=10)  # clipped to what accuracy minus chance can be
+    assert top.high == pytest.approx(0.9) and top.low > -0.1
+    assert above_chance("s", np.float32(0.9375), 128, classes=10).n == 128  # numpy scalars are one accuracy
     assert above_chance("s", [0.9375], 128, classes=10) == d.__class__("s", d.estimate, d.low, d.high, 128, "wilson")
     with pytest.raises(ValueError):
         above_chance("s", [0.3, 1.5], 1000, classes=10)
@@ -195,6 +203,6 @@ def test_depth_sweep_ends_compares_the_deepest_net_with_the_best_shallower_one()
     rows = [{"depth": d, "seed": s, "test_acc": a} for d, accs in ((8, (0.80, 0.82, 0.78)), (20, (0.86, 0.84, 0.85)),
                                                                     (44, (0.60, 0.75, 0.70))) for s, a in enumerate(accs)]
     deepest, best = depth_sweep_ends(rows, 1000, "ms_acc")
-    assert deepest.method == best.method == "t" and deepest.n == 3
+    assert deepest.method == best.method == "t + wilson" and deepest.n == 3
     assert deepest.samples == (0.60, 0.75, 0.70) and best.estimate == pytest.approx(0.85)
     assert deepest.high - deepest.low > 0.2  # far wider than a rate over 1,000 images

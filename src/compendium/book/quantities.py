@@ -14,6 +14,12 @@ Interval methods (all two-sided, 95 %):
     a proportion of ``k`` successes in ``n`` independent trials (attacked samples,
     simulation replicates, parameter draws) with Wilson's score interval
     :math:`\\frac{\\hat p + z^2/2n \\pm z\\sqrt{\\hat p(1-\\hat p)/n + z^2/4n^2}}{1+z^2/n}`.
+``t + wilson``
+    the mean of per-seed rates measured on the *same* ``n`` test items (one trained model
+    per seed): the seeds' spread (t) does not contain the test set's own sampling error,
+    which they share, so the two half-widths add in quadrature,
+    :math:`\\bar p \\mp \\sqrt{h_t^2 + h_{W,\\mp}^2}` with :math:`h_{W,\\mp}` the distances from
+    :math:`\\bar p` to the ends of Wilson's interval at :math:`\\bar p` over ``n``, clipped to [0, 1].
 ``bootstrap``
     any statistic of i.i.d. samples (e.g. a median perturbation size) with the percentile
     bootstrap (2,000 resamples, fixed seed).
@@ -40,7 +46,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 Z95 = 1.959963984540054
-METHODS = ("t", "wilson", "bootstrap", "1 run", "exact", "paired t", "mover", "given")
+METHODS = ("t", "wilson", "t + wilson", "bootstrap", "1 run", "exact", "paired t", "mover", "given")
 
 
 def _finite(x: float) -> bool:
@@ -111,6 +117,23 @@ class Quantity:
         half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
         lo, hi = max(0.0, centre - half), min(1.0, centre + half)
         return cls(name, p, min(lo, p), max(hi, p), n, "wilson", unit)
+
+    @classmethod
+    def seed_rates(cls, name: str, rates: Iterable[float], n_items: int, unit: str = "") -> "Quantity":
+        """Mean of per-seed rates on the same ``n_items`` test items (``t + wilson``, see the
+        module docstring); one rate: Wilson's interval over the items."""
+        x = np.asarray(list(rates), dtype=float)
+        if x.size == 0 or not np.all((x >= 0) & (x <= 1)):
+            raise ValueError(f"quantity '{name}': rates must be a non-empty list in [0, 1], got {x.tolist()}")
+        n = int(n_items)
+        if x.size == 1:
+            return cls.rate(name, int(round(float(x[0]) * n)), n, unit)
+        t = cls.from_samples(name, x)
+        m, ht = t.estimate, t.high - t.estimate
+        w = cls.rate(name, m * n, n)  # Wilson at the mean (a fractional count is fine for the interval)
+        lo = max(0.0, m - math.hypot(ht, m - w.low))
+        hi = min(1.0, m + math.hypot(ht, w.high - m))
+        return cls(name, m, lo, hi, int(x.size), "t + wilson", unit, t.samples)
 
     @classmethod
     def bootstrap(cls, name: str, samples: Iterable[float], statistic: Callable[[np.ndarray], float] = np.median,

@@ -7,12 +7,15 @@ intervals; the verdicts come from the rules in ``data/papers/<chapter>.yaml``.
 A test accuracy is a rate over the test images: ``round(accuracy · n_test)`` correct out of
 ``n_test`` with Wilson's interval. That interval reflects the size of the test set, not the
 variation between training runs; where a chapter trains several seeds, the quantity is the
-mean over seeds with its t-interval instead (:func:`above_chance` with a list).
+mean over seeds, whose interval adds the seeds' t half-width and the shared test set's Wilson
+half-width in quadrature (:meth:`Quantity.seed_rates`, method ``t + wilson``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
+
+import numpy as np
 
 from compendium.book.quantities import Quantity
 
@@ -34,20 +37,18 @@ def above_chance(name: str, accuracy: float | Sequence[float], n_test: int, clas
     One accuracy (one trained net): the Wilson interval of the accuracy over ``n_test``
     images, shifted by the exact chance level — it covers the test set's sampling, not the
     spread between training runs. Several accuracies (one per seed, independently trained
-    nets): the mean of ``accuracy − 1/classes`` with its t-interval over the seeds, which
-    covers both."""
+    nets, all on the same test images): the mean with the ``t + wilson`` interval
+    (:meth:`~compendium.book.quantities.Quantity.seed_rates`), which covers both; shifted by
+    chance, so it stays within ``[−1/classes, 1 − 1/classes]``."""
     if classes < 2:
         raise ValueError(f"chance needs at least two classes, got {classes}")
     c = 1.0 / int(classes)
-    if isinstance(accuracy, (int, float)):
-        acc = accuracy_rate(name, accuracy, n_test)
-        return Quantity(name, acc.estimate - c, acc.low - c, acc.high - c, acc.n, acc.method, acc.unit)
-    accs = [float(a) for a in accuracy]
+    accs = [float(a) for a in np.atleast_1d(np.asarray(accuracy, dtype=float))]
     for a in accs:
-        _correct(a, n_test)  # the same checks as one accuracy
-    if len(accs) == 1:
-        return above_chance(name, accs[0], n_test, classes)
-    return Quantity.from_samples(name, [a - c for a in accs])
+        _correct(a, n_test)  # the same checks for every accuracy
+    q = Quantity.seed_rates(name, accs, int(n_test))
+    return Quantity(name, q.estimate - c, q.low - c, q.high - c, q.n, q.method, q.unit,
+                    None if q.samples is None else tuple(v - c for v in q.samples))
 
 
 def depth_sweep_ends(rows: list[dict[str, Any]], n_test: int, prefix: str) -> tuple[Quantity, Quantity]:
@@ -57,9 +58,9 @@ def depth_sweep_ends(rows: list[dict[str, Any]], n_test: int, prefix: str) -> tu
     sweep trained several seeds). Returns the test accuracy of the deepest net
     (``<prefix>_deepest``) and of the shallower depth with the highest (mean) accuracy
     (``<prefix>_best_shallower``). One row per depth: a rate over ``n_test`` images (Wilson).
-    Several rows per depth (one per seed, independently trained nets): the mean over the seeds
-    with its t-interval, which covers the spread between training runs as well as the test
-    set's sampling. Choosing the best shallower depth by its point estimate makes the
+    Several rows per depth (one per seed, independently trained nets on the same test images):
+    the mean over the seeds with the ``t + wilson`` interval, which covers the spread between
+    training runs as well as the test set's sampling. Choosing the best shallower depth by its point estimate makes the
     comparison harder for the deepest net, never easier. Needs at least two distinct depths."""
     depths = sorted({int(r["depth"]) for r in rows})
     if len(depths) < 2:
@@ -74,7 +75,7 @@ def depth_sweep_ends(rows: list[dict[str, Any]], n_test: int, prefix: str) -> tu
         accs = [float(r["test_acc"]) for r in rs]
         for a in accs:
             _correct(a, n_test)  # the same checks as one accuracy
-        return accuracy_rate(name, accs[0], n_test) if len(accs) == 1 else Quantity.from_samples(name, accs)
+        return Quantity.seed_rates(name, accs, int(n_test))
 
     best = max(depths[:-1], key=lambda d: mean(by_depth[d]))
     return quantity(f"{prefix}_deepest", by_depth[depths[-1]]), quantity(f"{prefix}_best_shallower", by_depth[best])
