@@ -442,7 +442,9 @@ def joint_quantities(table: pd.DataFrame, base_acc: float, n_test: int, *, max_l
       high: the reverse. It is a bound over the undecided strategies, not a sampling interval
       of the compressions themselves (those are deterministic given the trained weights), and
       is reported as ``given``. The claim is decided only when every admissible
-      classification agrees.
+      classification agrees. (Each strategy's interval is a 95 % interval on its own, with no
+      correction for the number of strategies: the range is a bound given those intervals,
+      not a joint 95 % statement.)
 
     Without any joint strategy in ``table`` the joint quantities come back as the reason."""
     from compendium.book.quantities import difference
@@ -454,6 +456,7 @@ def joint_quantities(table: pd.DataFrame, base_acc: float, n_test: int, *, max_l
     point = pd.Series([a >= base_acc - max_loss for a in table["acc"]], index=table.index)
     qualified = pd.Series([d.low > -max_loss for d in loss], index=table.index)
     possible = pd.Series([d.high > -max_loss for d in loss], index=table.index)
+    qualified, possible = qualified & point, possible | point  # the point classification lies between the extremes
     joint = _is_joint(table)
 
     def best(mask: pd.Series) -> float:
