@@ -115,7 +115,8 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
     training set for ``epochs`` and are evaluated on ``test``. ``probe(model, epoch)``, if
     given, is called on each final run before training (epoch 0) and after every epoch;
     ``test_each_epoch`` records the test accuracy of the final runs after every epoch (for
-    training curves; it plays no part in any selection); ``keep_models`` keeps each final
+    training curves; it plays no part in any selection, and the last epoch's value is the run's
+    final test count, read instead of a second pass over the test set); ``keep_models`` keeps each final
     run's trained model on its :class:`TunedRun`."""
     if not builders or not lrs or not seeds:
         raise ValueError("compare_tuned needs at least one variant, one learning rate and one seed")
@@ -148,7 +149,7 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
             hist = fit(model, train, epochs=epochs, lr=chosen[variant], batch_size=batch_size, device=device, seed=seed,
                        test=test if test_each_epoch else None, desc=f"{variant} seed {seed}",
                        show_progress=show_progress, on_epoch=on_epoch, **kw)
-            if test_each_epoch and hist.records and "metric" not in kw:
+            if test_each_epoch and hist.records and "metric" not in kw and "metric_name" not in kw:
                 acc = hist.last("test_acc")  # fit has just evaluated this model on the test set
             else:
                 acc = evaluate(model, test, device=device)["acc"]

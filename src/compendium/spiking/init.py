@@ -55,7 +55,13 @@ def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: f
     order, rescaling ``layer.weight`` until the output of ``measured`` (the layer itself, or the
     stage that ends in it) has that std. By default every conv/linear layer but the last (the
     classifier, which feeds no neuron) is its own measured module. Returns the final output std
-    of each target (for the chapter's record)."""
+    of each target (for the chapter's record).
+
+    Each measuring pass stops at the measured module: this gives the same weights as running
+    the whole net only because nothing after that module draws random numbers or keeps state
+    between calls in the models it is used on (multi-step LIF layers, random draws only in
+    the input encoder before every layer) — a model with dropout or a stateful single-step
+    neuron after a measured layer would see a different random stream or state."""
     from compendium import smoke
 
     x, iterations = smoke.batch(x), smoke.limit(iterations, 1)  # smoke mode: one pass per layer, a batch of two
@@ -92,8 +98,9 @@ def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: f
     return stds
 
 
-class _Measured(Exception):
-    """Raised by the measuring hook to end a forward pass early."""
+class _Measured(BaseException):
+    """Raised by the measuring hook to end a forward pass early (a BaseException, so that a
+    model's own ``except Exception`` cannot swallow it)."""
 
 
 @torch.no_grad()
