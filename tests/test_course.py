@@ -29,7 +29,7 @@ def test_student_release_has_no_solution_cell_keeps_stubs_and_parses_with_paperm
     for c in chapters:
         path = out / f"{c}.ipynb"
         nb = json.loads(path.read_text())
-        text = json.dumps(nb)
+        text = json.dumps(nb, ensure_ascii=False)
         assert not [cell for cell in nb["cells"] if "solution" in cell["metadata"].get("tags", [])], c
         assert "{solution" not in text and "{exercise}" not in text, c
         assert "{glue" not in text, f"{c}: a raw glue role in the student release"

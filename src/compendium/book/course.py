@@ -77,7 +77,7 @@ def course_guide_markdown(project: Project, course: dict[str, Any], present: lis
            "## Audience and prerequisites", "", str(course.get("audience", "")).strip(), "",
            "Every chapter needs the {doc}`primer <chapters/primer>`'s neuron, surrogate gradient and training loop, "
            "except the device and statistics chapters, which stand alone. Each chapter's exercises start with a "
-           "coding exercise a student can check (`compendium.exercises.check`); the others are discussion questions "
+           "coding exercise a student can check (`check` from `compendium.exercises.<chapter>`); the others are discussion questions "
            "and small projects, with worked solutions or the approach hidden under each.", "",
            "## Handing out the notebooks", "",
            "```bash",
