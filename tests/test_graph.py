@@ -49,6 +49,11 @@ def test_stfn_equals_its_formula():
     torch.testing.assert_close(norm(s), expected)
     norm(s).sum().backward()
     assert norm.rho.grad is not None  # rho is learned
+    one = s[:1]  # a static input: one step, statistics over the features alone
+    mean1, var1 = one.mean(dim=(0, 2), keepdim=True), one.var(dim=(0, 2), unbiased=False, keepdim=True)
+    torch.testing.assert_close(norm(one), norm.weight.view(1, 5, 1) * (norm.rho * 0.5 * (one - mean1) / torch.sqrt(var1 + 1e-5))
+                               + norm.bias.view(1, 5, 1))
+    torch.autograd.gradcheck(lambda z: norm(z), (s.clone().requires_grad_(),))
     with pytest.raises(ValueError):
         norm(torch.zeros(4, 3, 6))
 
@@ -195,6 +200,35 @@ def test_static_stfn_and_mean_readout_equal_the_per_step_computation():
     spikes = net.layer1(x, adj)
     per_step = net.layer2(spikes, adj).mean(0)  # the second layer at every step, then the mean over steps
     torch.testing.assert_close(net(x, adj), per_step)
+
+
+def test_fused_rate_equals_the_layer_its_dropout_and_the_mean_and_draws_the_same_masks():
+    """SpikingGCNConv.rate (the fused static-input path) gives what the layer's forward, dropout and
+    the mean over steps give, value and gradient, from the same random draws; with a hook on the
+    neuron it takes the unfused path, so the hook sees the neuron's call."""
+    n = 5
+    x = (torch.rand(n, 7, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    adj = normalized_adjacency(EDGES, n)
+    for stfn in (False, True):
+        torch.manual_seed(0)
+        layer = SpikingGCNConv(7, 6, T=4, num_nodes=n, stfn=stfn, lif={"decay": 0.5, "threshold": 0.2, "step_mode": "multi"})
+        with torch.no_grad():
+            layer.linear.weight.mul_(3.0)
+        results = []
+        for fused in (True, False):
+            layer.zero_grad()
+            hook = None if fused else layer.neuron.register_forward_hook(lambda *a: None)
+            torch.manual_seed(7)
+            r = layer.rate(x, adj, 0.3, training=True)
+            (r * torch.arange(r.numel()).view(r.shape)).sum().backward()
+            results.append((r.detach(), layer.linear.weight.grad.clone(), torch.randint(0, 1000, (1,))))
+            if hook is not None:
+                hook.remove()
+        (a, ga, next_a), (b, gb, next_b) = results
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(ga, gb)
+        assert a.count_nonzero() > 0 and torch.equal(next_a, next_b)  # the same draws were consumed
+        torch.testing.assert_close(layer.rate(x, adj), layer(x, adj).mean(0))  # evaluation: no dropout
 
 
 def test_row_normalize_is_pygs_normalize_features():

@@ -290,3 +290,57 @@ def test_native_kernel_equals_the_eager_kernel(layout, reset, detach, sg, monkey
         else:
             for a, b in zip(ours[1:], eager[1:]):
                 torch.testing.assert_close(a, b)
+
+
+def _static_rate_run(current, T, kw, bits, thr, scale, use_native, monkeypatch):
+    from compendium.spiking import native
+    from compendium.spiking.neuron import lif_static_rate
+
+    with monkeypatch.context() as m:
+        if not use_native:
+            m.setattr(native, "supports_static_rate", lambda *a: False)
+        x = current.clone().requires_grad_()
+        r = lif_static_rate(x, T, **kw, keep_bits=bits, keep_threshold=thr, keep_scale=scale)
+        r.backward(torch.randn(r.shape, generator=torch.Generator().manual_seed(5)))
+    return r.detach(), x.grad
+
+
+@pytest.mark.parametrize("T", [1, 3, 8])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_static_rate_is_the_dropped_out_mean_of_the_spikes_native_and_eager_alike(T, reset, detach, p, monkeypatch):
+    """lif_static_rate(I, T) = mean_t(o_t · m_t) of the LIF under I at every step, value and gradient
+    (against the composition lif_sequence → mask → mean, by autograd); the compiled kernel and
+    the eager twin agree bit for bit."""
+    from compendium.graph.layers import dropout_bits
+    from compendium.spiking import native
+
+    g = torch.Generator().manual_seed(1)
+    current = torch.randn(40, 37, generator=g) * 0.8 + 0.6
+    torch.manual_seed(2)
+    bits, thr = dropout_bits((T, 40, 37), p) if p else (None, 0)
+    scale = 1.0 / (1.0 - p) if p else 1.0
+    kw = dict(decay=0.4, threshold=0.5, reset=reset, detach_reset=detach)
+    eager = _static_rate_run(current, T, kw, bits, thr, scale, False, monkeypatch)
+    x = current.clone().requires_grad_()
+    spikes, _ = lif_sequence(x.unsqueeze(0).expand(T, *x.shape), **kw)
+    mask = torch.ge(bits, thr).float() * scale if p else torch.ones_like(spikes)
+    ref = (spikes * mask).mean(0)
+    ref.backward(torch.randn(ref.shape, generator=torch.Generator().manual_seed(5)))
+    torch.testing.assert_close(eager[0], ref.detach())
+    torch.testing.assert_close(eager[1], x.grad)
+    assert 0 < float(eager[0].count_nonzero()) < eager[0].numel() and float(eager[1].abs().sum()) > 0
+    if p:  # about a fraction p of the spikes is dropped
+        kept = float((mask * spikes).count_nonzero()) / float(spikes.count_nonzero())
+        assert abs(kept - (1 - p)) < 0.1
+    if native.library() is not None:
+        ours = _static_rate_run(current, T, kw, bits, thr, scale, True, monkeypatch)
+        assert torch.equal(ours[0], eager[0]) and torch.equal(ours[1], eager[1])
+
+
+def test_static_rate_refuses_a_mask_of_the_wrong_shape():
+    from compendium.spiking.neuron import lif_static_rate
+
+    with pytest.raises(ValueError, match="keep_bits must have shape"):
+        lif_static_rate(torch.zeros(4, 3), 5, 0.5, 0.5, keep_bits=torch.zeros(4, 4, 3, dtype=torch.int16))

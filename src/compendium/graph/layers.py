@@ -26,7 +26,11 @@ Speed (CPU): the constant sparse matrices (``Â``, bag-of-words features) are he
 ``sparse.mm`` with autograd. :func:`dropout` draws its mask from 16-bit slices of 64-bit
 random integers, four times fewer generator calls than ``nn.functional.dropout`` (which is the
 largest cost of a spiking layer's training step on a CPU); it keeps each element with
-probability ``1 - p`` (to 2⁻¹⁶) and rescales by ``1 / (1 - p)``, as dropout does.
+probability ``1 - p`` (to 2⁻¹⁶) and rescales by ``1 / (1 - p)``, as dropout does. A GC layer
+with static input read out as its mean over steps (:meth:`SpikingGCNConv.rate`) never builds a
+``[T, N, F]`` array: the compiled kernel of :func:`~compendium.spiking.neuron.lif_static_rate`
+runs the ``T`` steps per element and recomputes them in the backward pass; STFN runs as
+PyTorch's fused layer norm over each node's ``T·C`` values.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-from compendium.spiking.neuron import LIF
+from compendium.spiking.neuron import LIF, lif_static_rate
 
 
 def normalized_adjacency(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -58,15 +62,25 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     within 2⁻¹⁶."""
     if not training or p == 0:
         return x
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    n = x.numel()
-    bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+    bits, thr = dropout_bits(x.shape, p, x.device)
     with torch.no_grad():  # the comparison writes the float mask directly (no boolean intermediate)
         scaled_keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        torch.ge(bits.view(torch.int16)[:n].view(x.shape), _I16_MIN + round(p * 2 ** 16), out=scaled_keep)
+        torch.ge(bits, thr, out=scaled_keep)
         scaled_keep.mul_(1.0 / (1.0 - p))
     return x * scaled_keep
+
+
+def dropout_bits(shape: tuple[int, ...] | torch.Size, p: float, device: torch.device | str = "cpu") -> tuple[Tensor, int]:
+    """The random draws behind :func:`dropout`'s mask: int16 ``bits`` of ``shape`` (16-bit slices of
+    uniform 64-bit integers from PyTorch's generator) and the threshold ``thr``; an element is kept
+    where ``bits ≥ thr``, i.e. with probability ``1 - p`` to within 2⁻¹⁶."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    n = 1
+    for d in shape:
+        n *= int(d)
+    bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
+    return bits.view(torch.int16)[:n].view(tuple(shape)), _I16_MIN + round(p * 2 ** 16)
 
 
 class _ConstantSpMM(torch.autograd.Function):
@@ -157,9 +171,14 @@ class STFN(nn.Module):
     def forward(self, s: Tensor) -> Tensor:
         if s.dim() != 3 or s.shape[1] != self.weight.shape[0]:
             raise ValueError(f"STFN expects [T, N={self.weight.shape[0]}, C], got {tuple(s.shape)}")
-        mean = s.mean(dim=(0, 2), keepdim=True)
-        var = s.var(dim=(0, 2), unbiased=False, keepdim=True)
-        return self.weight * (self.rho * self.threshold * (s - mean) / torch.sqrt(var + self.eps)) + self.bias
+        T, N, C = s.shape
+        # (S - E[S^v]) / sqrt(Var[S^v] + eps) per node over its (T, C) values is a layer norm over
+        # each node's T·C values: PyTorch's fused kernel (one pass, closed-form backward) instead of
+        # a chain of mean, var, sub, div and sqrt over [T, N, C] and their autograd nodes
+        flat = s[0] if T == 1 else s.permute(1, 0, 2).reshape(N, T * C)
+        z = nn.functional.layer_norm(flat, (flat.shape[1],), eps=self.eps)
+        z = z.unsqueeze(0) if T == 1 else z.reshape(N, T, C).permute(1, 0, 2)
+        return torch.addcmul(self.bias, self.weight * (self.rho * self.threshold), z)
 
 
 class SpikingGCNConv(nn.Module):
@@ -192,6 +211,31 @@ class SpikingGCNConv(nn.Module):
 
     def forward(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
         return self.neuron(self.presynaptic(x, adj))
+
+    def rate(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator, dropout_p: float = 0.0,
+             training: bool = False) -> Tensor:
+        """``mean_t dropout(o_t)``: the layer's spikes, dropped out per step with ``dropout_p`` in
+        training, averaged over the ``T`` steps (``[N, out]``).
+
+        With a static input the neuron's current is the same at every step, so this is
+        :func:`~compendium.spiking.neuron.lif_static_rate` on ``[N, out]`` (no ``[T, N, out]``
+        arrays; the dropout draws are :func:`dropout`'s, in the same order). Otherwise — a
+        ``[T, N, F]`` input, a neuron that is not a fixed multi-step LIF, or hooks on the neuron
+        (the initialisation's measurements, firing-rate probes), which must see its call — it is
+        the layer's forward, :func:`dropout` and the mean."""
+        n = self.neuron
+        fused = (isinstance(n, LIF) and n.step_mode == "multi" and not n.record_mem and not n._forward_hooks
+                 and not n._forward_pre_hooks and not n.beta.requires_grad and not n.threshold.requires_grad
+                 and (isinstance(x, SparseOperator) or x.dim() == 2))
+        if not fused:
+            return dropout(self(x, adj), dropout_p, training).mean(0)
+        s = self.norm(self.static(x, adj).unsqueeze(0))[0]  # the current of every step
+        bits, thr, scale = None, 0, 1.0
+        if training and dropout_p:
+            bits, thr = dropout_bits((self.T, *s.shape), dropout_p, s.device)
+            scale = 1.0 / (1.0 - dropout_p)
+        return lif_static_rate(s, self.T, float(n.beta), float(n.threshold), n.reset, n.detach_reset, n.surrogate,
+                               keep_bits=bits, keep_threshold=thr, keep_scale=scale)
 
 
 class SpikingGATConv(nn.Module):

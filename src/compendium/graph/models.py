@@ -77,10 +77,11 @@ class SpikingGNN(nn.Module):
 
         GC: the second layer is linear and non-spiking, so the mean over steps of its output is
         that layer applied once to the mean over steps of the (dropped-out) spikes,
-        ``mean_t(Â (o_t W) + b) = Â (mean_t(o_t) W) + b``: one aggregation instead of ``T``."""
-        spikes = dropout(self.layer1(x, graph), self.dropout, self.training)
+        ``mean_t(Â (o_t W) + b) = Â (mean_t(o_t) W) + b``: one aggregation instead of ``T``; and
+        that mean is the first layer's :meth:`~compendium.graph.layers.SpikingGCNConv.rate`."""
         if self.kind == "gcn":
-            return self.layer2.static(spikes.mean(0), graph)
+            return self.layer2.static(self.layer1.rate(x, graph, self.dropout, self.training), graph)
+        spikes = dropout(self.layer1(x, graph), self.dropout, self.training)
         return self.layer2(spikes, graph).mean(0)
 
 

@@ -179,6 +179,79 @@ def lif_sequence(current: Tensor, decay: float | Tensor, threshold: float | Tens
     return _LIFSequence.apply(current, float(decay), float(threshold), _RESET_CODE[reset], bool(detach_reset), surrogate)
 
 
+class _StaticLIFRate(torch.autograd.Function):
+    # The rate of a LIF driven by one current at every step, optionally dropped out per step.
+    # Native (compendium.spiking.native, lif.c) where it applies, else the same operations in the
+    # same order with tensors: forward sums the steps t = 0 … T-1, backward sums the current's
+    # gradient from t = T-1 down to 0, so both give the same numbers bit for bit.
+    @staticmethod
+    def forward(ctx, current: Tensor, T: int, decay: float, threshold: float, reset: int, detach_reset: bool,
+                surrogate: Surrogate, bits: Tensor | None, thr: int, scale: float):
+        ctx.params = (T, decay, threshold, reset, detach_reset, surrogate, thr, scale)
+        ctx.native = native.supports_static_rate(current, T, surrogate, bits)
+        ctx.save_for_backward(current, bits)
+        if ctx.native:
+            return native.static_rate_forward(current, T, decay, threshold, reset, bits, thr, scale)
+        spikes, _ = _LIFSequence.apply(current.unsqueeze(0).expand(T, *current.shape), decay, threshold, reset,
+                                       detach_reset, surrogate)
+        keep = _keep_factors(bits, thr, scale, current)
+        acc = spikes[0] * keep[0] if keep is not None else spikes[0].clone()
+        for t in range(1, T):
+            acc = acc + (spikes[t] * keep[t] if keep is not None else spikes[t])
+        return acc / T
+
+    @staticmethod
+    def backward(ctx, grad_rate: Tensor):
+        current, bits = ctx.saved_tensors
+        T, decay, threshold, reset, detach_reset, surrogate, thr, scale = ctx.params
+        if ctx.native:
+            grad = native.static_rate_backward(current, T, grad_rate, decay, threshold, reset, detach_reset,
+                                               surrogate, bits, thr, scale)
+            return grad, None, None, None, None, None, None, None, None, None
+        keep = _keep_factors(bits, thr, scale, current)
+        gd = grad_rate / T
+        g_spikes = gd.unsqueeze(0) * keep if keep is not None else gd.unsqueeze(0).expand(T, *gd.shape).contiguous()
+        with torch.enable_grad():
+            steps = current.detach().unsqueeze(0).expand(T, *current.shape).clone().requires_grad_()
+            spikes, _ = _LIFSequence.apply(steps, decay, threshold, reset, detach_reset, surrogate)
+            (d,) = torch.autograd.grad(spikes, steps, g_spikes)
+        grad = d[T - 1].clone()
+        for t in range(T - 2, -1, -1):
+            grad = grad + d[t]
+        return grad, None, None, None, None, None, None, None, None, None
+
+
+def _keep_factors(bits: Tensor | None, thr: int, scale: float, like: Tensor) -> Tensor | None:
+    """``scale`` where ``bits ≥ thr``, else 0, as floats (``None`` without bits)."""
+    if bits is None:
+        return None
+    keep = torch.ge(bits, thr).to(like.dtype)
+    return keep.mul_(torch.tensor(scale, dtype=like.dtype))
+
+
+def lif_static_rate(current: Tensor, T: int, decay: float, threshold: float, reset: Reset = "zero",
+                    detach_reset: bool = False, surrogate: Surrogate | None = None, *, keep_bits: Tensor | None = None,
+                    keep_threshold: int = 0, keep_scale: float = 1.0) -> Tensor:
+    """The firing rate of LIF neurons driven by the same ``current`` at each of ``T`` steps, each
+    step's spikes optionally dropped out: ``r = (1/T) Σ_t o[t] · m[t]`` with ``o`` from the LIF
+    recurrence (module docstring) under ``I[t] = current`` and ``m[t] = keep_scale`` where
+    ``keep_bits[t] ≥ keep_threshold``, else 0 (``m ≡ 1`` without ``keep_bits``).
+
+    It is ``dropout(lif_sequence(current.expand(T, ...)), p).mean(0)`` — a spiking layer with
+    static input and a rate readout, as in the spiking GCN (Xu et al., IJCAI 2021) — computed
+    without any ``[T, ...]`` float array: the compiled kernel recomputes the ``T`` steps in the
+    backward pass. The sums over the steps run in a fixed order (forward ``t = 0 … T-1``,
+    backward ``t = T-1 … 0``), so the numbers may differ in the last bits from PyTorch's own
+    reduction of the ``[T, ...]`` array, whose order depends on the tensor's size. ``decay`` and
+    ``threshold`` are plain numbers; ``keep_bits`` is an int16 tensor ``[T, *current.shape]``."""
+    _check(reset)
+    surrogate = surrogate or Rectangular()
+    if keep_bits is not None and tuple(keep_bits.shape) != (T, *current.shape):
+        raise ValueError(f"keep_bits must have shape {(T, *current.shape)}, got {tuple(keep_bits.shape)}")
+    return _StaticLIFRate.apply(current.contiguous(), int(T), float(decay), float(threshold), _RESET_CODE[reset],
+                                bool(detach_reset), surrogate, keep_bits, int(keep_threshold), float(keep_scale))
+
+
 class LIF(snntorch.Leaky):
     """snntorch's ``Leaky`` configured to the STBP equations, in one- or multi-step mode.
 

@@ -94,7 +94,12 @@ def _build() -> ctypes.CDLL | None:
     lib.lif_forward.argtypes = [_f32p, _i64, _f32p, _f32p, _i64, _i32, _f32, _f32, _i32, _i32]
     lib.lif_backward.argtypes = [_f32p, _f32p, _f32p, _i64, _f32p, _i64, _f32p, _f32p, _i64, _i32, _f32, _f32,
                                  _i32, _i32, _f32, _f32, _f32, _f32, _i32]
+    lib.lif_static_rate_forward.argtypes = [_f32p, _f32p, _i32, _f32, _f32p, _i64, _i32, _f32, _f32, _i32, _i32]
+    lib.lif_static_rate_backward.argtypes = [_f32p, _f32p, _i32, _f32, _f32p, _f32p, _i64, _i32, _f32, _f32, _i32,
+                                             _i32, _f32, _f32, _f32, _f32, _f32p, _i32]
+    lib.rate_scratch_floats.argtypes, lib.rate_scratch_floats.restype = [_i32, _i32], _i64
     lib.lif_forward.restype = lib.lif_backward.restype = _i32
+    lib.lif_static_rate_forward.restype = lib.lif_static_rate_backward.restype = _i32
     return lib
 
 
@@ -191,4 +196,49 @@ def backward(spikes: Tensor, mems: Tensor, grad_spikes: Tensor | None, grad_mems
                            gm.data_ptr() if gm is not None else None, s_gm, h.data_ptr() if h is not None else None,
                            grad.data_ptr(), n, T, decay, threshold, reset, int(detach_reset), width / 2,
                            1.0 / width, -decay, -c, _threads(n))
+    return grad
+
+
+RATE_MAX_T = 4096  # the rate backward keeps 2 T floats per element of a 256-element block, per thread
+
+
+def supports_static_rate(current: Tensor, T: int, surrogate, bits: Tensor | None) -> bool:
+    """Whether :func:`static_rate_forward` takes these arguments: a dense float32 CPU current,
+    ``1 ≤ T ≤ RATE_MAX_T``, the rectangular surrogate, ``bits`` (if any) dense int16 ``[T, *current.shape]``."""
+    from compendium.spiking.surrogate import Rectangular
+
+    if current.dtype != torch.float32 or current.device.type != "cpu" or not current.is_contiguous():
+        return False
+    if type(surrogate) is not Rectangular or not 1 <= T <= RATE_MAX_T or library() is None:
+        return False
+    return bits is None or (bits.dtype == torch.int16 and bits.is_contiguous() and bits.device.type == "cpu"
+                            and tuple(bits.shape) == (T, *current.shape))
+
+
+def static_rate_forward(current: Tensor, T: int, decay: float, threshold: float, reset: int, bits: Tensor | None,
+                        thr: int, scale: float) -> Tensor:
+    """The rate ``Σ_t o_t m_t / T`` of a LIF driven by ``current`` at every one of ``T`` steps
+    (see ``lif.c``; ``m_t = scale`` where ``bits[t] >= thr``, else 0; ``m ≡ 1`` without bits)."""
+    out = torch.empty_like(current)
+    n = current.numel()
+    if n:
+        library().lif_static_rate_forward(current.data_ptr(), bits.data_ptr() if bits is not None else None, thr,
+                                          scale, out.data_ptr(), n, T, decay, threshold, reset, _threads(n))
+    return out
+
+
+def static_rate_backward(current: Tensor, T: int, grad_rate: Tensor, decay: float, threshold: float, reset: int,
+                         detach_reset: bool, surrogate, bits: Tensor | None, thr: int, scale: float) -> Tensor:
+    """The gradient w.r.t. ``current`` of :func:`static_rate_forward`, by BPTT over the recomputed steps."""
+    grad_rate = grad_rate.contiguous()
+    grad = torch.empty_like(current)
+    n = current.numel()
+    if n:
+        c = threshold if reset == 1 else decay * threshold
+        lib, threads = library(), _threads(n)
+        scratch = torch.empty(int(lib.rate_scratch_floats(T, threads)))
+        lib.lif_static_rate_backward(current.data_ptr(), bits.data_ptr() if bits is not None else None, thr, scale,
+                                     grad_rate.data_ptr(), grad.data_ptr(), n, T, decay, threshold, reset,
+                                     int(detach_reset), surrogate.width / 2, 1.0 / surrogate.width, -decay, -c,
+                                     scratch.data_ptr(), threads)
     return grad

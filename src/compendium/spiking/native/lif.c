@@ -30,6 +30,10 @@ typedef struct {
     int64_t n, lo, hi;
     int T, reset, detach;
     float k, th, half_w, inv_w, neg_k, neg_c;
+    /* the constant-current rate kernels (lif_static_rate_*) */
+    const int16_t *bits; int thr; float scale;      /* keep mask: bits[t*n+i] >= thr (NULL: keep all), scale */
+    const float *gout; float *out;                  /* grad of the rate [n] / the rate [n] */
+    float *scratch; int64_t scratch_per;            /* per-thread scratch (backward: 2 T RATE_BLOCK floats) */
 } job_t;
 
 static void fwd_range(const job_t *a) {
@@ -113,8 +117,111 @@ static void bwd_range(const job_t *a) {
     }
 }
 
+/* ---- A LIF under a constant current, read out as its (dropped-out) rate ----------------------
+ * r[i] = (Σ_t o_t[i] · m_t[i]) / T, with u_t driven by the same current cur[i] at every step and
+ * m_t[i] = scale if bits[t n + i] >= thr else 0 (m ≡ 1 without bits); the sum runs t = 0 … T-1.
+ * The backward pass recomputes u_t and o_t (T cheap steps per element) instead of reading saved
+ * [T, n] arrays, applies the BPTT of bwd_block with g_o[t] = (g_r / T) · m_t, and sums the
+ * gradient of the current over the steps from t = T-1 down to 0. Python's eager twin
+ * (compendium.spiking.neuron._StaticLIFRate) does the same operations in the same order. */
+#define RATE_BLOCK 256
+
+/* One step of a block: u ← next(u, o, I), o ← H(u), acc ← acc + o·m (t > 0) or o·m (t = 0). The
+ * flags are compile-time constants at every call (see the dispatch below), so that each
+ * combination is its own branch-free, vectorised loop. */
+static inline __attribute__((always_inline)) void rate_fwd_step(
+        const int reset, const int first, const int has_bits, int64_t len, const float *restrict I,
+        const int16_t *restrict bits, int thr, float scale, float *restrict u, float *restrict o,
+        float *restrict acc, float k, float th, float neg_th) {
+    for (int64_t i = 0; i < len; i++) {
+        float v = first ? I[i] : reset == 0 ? fmaf(k * u[i], 1.0f - o[i], I[i])
+                               : reset == 1 ? fmaf(o[i], neg_th, fmaf(u[i], k, I[i]))
+                               : fmaf(fmaf(o[i], neg_th, u[i]), k, I[i]);
+        float s = reset == 0 ? (v <= th ? 0.0f : 1.0f) : (v > th ? 1.0f : 0.0f);
+        float m = has_bits ? (bits[i] >= thr ? scale : 0.0f) : 1.0f;
+        u[i] = v;
+        o[i] = s;
+        acc[i] = first ? s * m : acc[i] + s * m;
+    }
+}
+
+#define RFWD(R, F, B) rate_fwd_step(R, F, B, len, I, bits, a->thr, a->scale, u, o, acc, k, th, neg_th)
+#define RFWD_B(R, F) if (bits) { RFWD(R, F, 1); } else { RFWD(R, F, 0); }
+#define RFWD_F(R) if (t == 0) { RFWD_B(R, 1) } else { RFWD_B(R, 0) }
+
+static void rate_fwd_range(const job_t *a) {
+    const int T = a->T;
+    const float k = a->k, th = a->th, neg_th = -a->th, fT = (float)a->T;
+    float u[RATE_BLOCK], o[RATE_BLOCK], acc[RATE_BLOCK];
+    for (int64_t b = a->lo; b < a->hi; b += RATE_BLOCK) {
+        const int64_t len = (b + RATE_BLOCK < a->hi ? b + RATE_BLOCK : a->hi) - b;
+        const float *I = a->cur + b;
+        for (int t = 0; t < T; t++) {
+            const int16_t *bits = a->bits ? a->bits + (int64_t)t * a->n + b : NULL;
+            if (a->reset == 0) { RFWD_F(0) } else if (a->reset == 1) { RFWD_F(1) } else { RFWD_F(2) }
+        }
+        for (int64_t i = 0; i < len; i++) a->out[b + i] = acc[i] / fT;
+    }
+}
+
+/* One backward step of a block (bwd_block's arithmetic with g_o = (g_r / T)·m), accumulating the
+ * current's gradient: acc ← x at t = T-1, acc ← acc + x below. */
+static inline __attribute__((always_inline)) void rate_bwd_step(
+        const int reset, const int has_dn, const int reset_path, const int has_bits, int64_t len,
+        const float *restrict u, const float *restrict o, const float *restrict gd, const int16_t *restrict bits,
+        int thr, float scale, float *restrict dn, float *restrict acc, float k, float th, float half_w, float inv_w,
+        float neg_k, float neg_c) {
+    for (int64_t i = 0; i < len; i++) {
+        float m = has_bits ? (bits[i] >= thr ? scale : 0.0f) : 1.0f;
+        float go = gd[i] * m;
+        if (reset_path) go = reset == 0 ? fmaf(neg_k * dn[i], u[i], go) : fmaf(dn[i], neg_c, go);
+        float x = (fabsf(u[i] - th) < half_w ? 1.0f : 0.0f) * inv_w * go;
+        if (has_dn) x = reset == 0 ? fmaf(k * dn[i], 1.0f - o[i], x) : fmaf(dn[i], k, x);
+        dn[i] = x;
+        acc[i] = has_dn ? acc[i] + x : x;
+    }
+}
+
+#define RBWD(R, DN, RP, B) rate_bwd_step(R, DN, RP, B, len, uu, oo, gd, bits, a->thr, a->scale, dn, acc, k, th, \
+                                         half_w, inv_w, neg_k, neg_c)
+#define RBWD_B(R, DN, RP) if (bits) { RBWD(R, DN, RP, 1); } else { RBWD(R, DN, RP, 0); }
+#define RBWD_P(R) if (t == T - 1) { RBWD_B(R, 0, 0) } else if (a->detach) { RBWD_B(R, 1, 0) } else { RBWD_B(R, 1, 1) }
+
+/* the forward step without a mask, into the block's u_t, o_t (the sum goes to scratch, unused) */
+#define RREC(R) if (t == 0) { rate_fwd_step(R, 1, 0, len, I, NULL, 0, 1.0f, u, o, scratch, k, th, neg_th); } \
+                else { rate_fwd_step(R, 0, 0, len, I, NULL, 0, 1.0f, u, o, scratch, k, th, neg_th); }
+
+static void rate_bwd_range(const job_t *a) {
+    const int T = a->T;
+    const float k = a->k, th = a->th, neg_th = -a->th, fT = (float)a->T, half_w = a->half_w, inv_w = a->inv_w;
+    const float neg_k = a->neg_k, neg_c = a->neg_c;
+    float *U = a->scratch, *O = a->scratch + (int64_t)T * RATE_BLOCK;  /* this thread's u_t, o_t of a block */
+    float gd[RATE_BLOCK], dn[RATE_BLOCK], acc[RATE_BLOCK], scratch[RATE_BLOCK];
+    for (int64_t b = a->lo; b < a->hi; b += RATE_BLOCK) {
+        const int64_t len = (b + RATE_BLOCK < a->hi ? b + RATE_BLOCK : a->hi) - b;
+        const float *I = a->cur + b;
+        for (int t = 0; t < T; t++) {  /* recompute the forward pass: u_t, o_t of the block */
+            float *u = U + (int64_t)t * RATE_BLOCK, *o = O + (int64_t)t * RATE_BLOCK;
+            if (t > 0) {
+                memcpy(u, u - RATE_BLOCK, sizeof(float) * (size_t)len);
+                memcpy(o, o - RATE_BLOCK, sizeof(float) * (size_t)len);
+            }
+            if (a->reset == 0) { RREC(0) } else if (a->reset == 1) { RREC(1) } else { RREC(2) }
+        }
+        for (int64_t i = 0; i < len; i++) gd[i] = a->gout[b + i] / fT;
+        for (int t = T - 1; t >= 0; t--) {
+            const float *uu = U + (int64_t)t * RATE_BLOCK, *oo = O + (int64_t)t * RATE_BLOCK;
+            const int16_t *bits = a->bits ? a->bits + (int64_t)t * a->n + b : NULL;
+            if (a->reset == 0) { RBWD_P(0) } else if (a->reset == 1) { RBWD_P(1) } else { RBWD_P(2) }
+        }
+        for (int64_t i = 0; i < len; i++) a->gcur[b + i] = acc[i];
+    }
+}
+
 static void *fwd_thread(void *p) { fwd_range((const job_t *)p); return NULL; }
 static void *bwd_thread(void *p) { bwd_range((const job_t *)p); return NULL; }
+static void *rate_fwd_thread(void *p) { rate_fwd_range((const job_t *)p); return NULL; }
+static void *rate_bwd_thread(void *p) { rate_bwd_range((const job_t *)p); return NULL; }
 
 static void run(job_t *base, int threads, void *(*fn)(void *)) {
     int64_t n = base->n;
@@ -130,6 +237,7 @@ static void run(job_t *base, int threads, void *(*fn)(void *)) {
         job_t job = *base;
         job.lo = (int64_t)j * chunk_ < n ? (int64_t)j * chunk_ : n;
         job.hi = (int64_t)(j + 1) * chunk_ < n ? (int64_t)(j + 1) * chunk_ : n;
+        if (base->scratch) job.scratch = base->scratch + j * base->scratch_per;
         if (job.lo < job.hi) fn(&job);
     }
     return;
@@ -142,6 +250,7 @@ static void run(job_t *base, int threads, void *(*fn)(void *)) {
         jobs[j] = *base;
         jobs[j].lo = (int64_t)j * chunk < n ? (int64_t)j * chunk : n;
         jobs[j].hi = (int64_t)(j + 1) * chunk < n ? (int64_t)(j + 1) * chunk : n;
+        if (base->scratch) jobs[j].scratch = base->scratch + j * base->scratch_per;
         started[j] = 0;
     }
     for (int j = 1; j < threads; j++) {
@@ -172,5 +281,31 @@ int lif_backward(float *mem, float *spk, const float *gs, int64_t s_gs, const fl
     a.n = n; a.T = T; a.k = k; a.th = th; a.reset = reset; a.detach = detach; a.half_w = half_w; a.inv_w = inv_w;
     a.neg_k = neg_k; a.neg_c = neg_c;
     run(&a, threads, bwd_thread);
+    return 0;
+}
+
+int lif_static_rate_forward(const float *cur, const int16_t *bits, int thr, float scale, float *out, int64_t n, int T,
+                            float k, float th, int reset, int threads) {
+    job_t a;
+    memset(&a, 0, sizeof a);
+    a.cur = cur; a.bits = bits; a.thr = thr; a.scale = scale; a.out = out; a.n = n; a.T = T; a.k = k; a.th = th;
+    a.reset = reset;
+    run(&a, threads, rate_fwd_thread);
+    return 0;
+}
+
+/* scratch: 2 T RATE_BLOCK floats for each of `threads` threads (rate_scratch_floats) */
+int64_t rate_scratch_floats(int T, int threads) { return (int64_t)2 * T * RATE_BLOCK * (threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads); }
+
+int lif_static_rate_backward(const float *cur, const int16_t *bits, int thr, float scale, const float *gout,
+                             float *gcur, int64_t n, int T, float k, float th, int reset, int detach, float half_w,
+                             float inv_w, float neg_k, float neg_c, float *scratch, int threads) {
+    job_t a;
+    memset(&a, 0, sizeof a);
+    a.scratch = scratch; a.scratch_per = (int64_t)2 * T * RATE_BLOCK;
+    a.cur = cur; a.bits = bits; a.thr = thr; a.scale = scale; a.gout = gout; a.gcur = gcur; a.n = n; a.T = T;
+    a.k = k; a.th = th; a.reset = reset; a.detach = detach; a.half_w = half_w; a.inv_w = inv_w; a.neg_k = neg_k;
+    a.neg_c = neg_c;
+    run(&a, threads, rate_bwd_thread);
     return 0;
 }
