@@ -315,15 +315,21 @@ def test_lattice_l2_attack_queries_only_reachable_rate_images():
         lattice_l2_attack(model, torch.full((T, 3, 2), 0.5), torch.zeros(3, dtype=torch.long))
 
 
-def test_bernoulli_rate_and_the_rate_ann_read_the_same_input_as_the_snn():
-    from compendium.attacks.experiment import BernoulliRate, RateANN
+def test_rate_coding_and_the_rate_ann_read_the_same_input_as_the_snn():
+    from compendium.attacks.experiment import RateANN, build_snn, Setup
+    from compendium.spiking.layers import Encoder
 
     torch.manual_seed(0)
     x = torch.tensor([[0.0, 0.25, 0.5, 1.0, 1.5]]).expand(4000, 5)
-    s = BernoulliRate(8)(x)
+    s = Encoder("rate", 8)(x)
     assert s.shape == (8, 4000, 5) and torch.all((s == 0) | (s == 1))
     assert torch.allclose(s.mean((0, 1)), torch.tensor([0.0, 0.25, 0.5, 1.0, 1.0]), atol=0.01)
     ann = RateANN((5, 7, 3), T=8)
+    snn = build_snn(Setup(T=8, hidden=7), None, in_features=5)
+    torch.manual_seed(1)
+    a = snn.encoder(x[:6])
+    torch.manual_seed(1)
+    assert torch.equal(a, ann.encoder(x[:6]))  # one encoder, the same draws
     spikes = torch.bernoulli(torch.full((8, 6, 5), 0.4))
     assert torch.allclose(ann.forward_spikes(spikes), ann.net(spikes.mean(0)))
     assert ann(torch.rand(6, 5)).shape == (6, 3)

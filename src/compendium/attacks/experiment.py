@@ -34,7 +34,7 @@ from compendium.progress import progress
 from compendium.spiking.counters import OpCounter
 from compendium.spiking.encoding import rate
 from compendium.spiking.init import firing_rates, threshold_scaled_init
-from compendium.spiking.layers import SeqFold
+from compendium.spiking.layers import Encoder, SeqFold
 from compendium.spiking.nets import SpikingClassifier, ann_mlp, spiking_mlp
 from compendium.spiking.neuron import LIF
 
@@ -61,27 +61,6 @@ class Setup:
 
 # --- models ---------------------------------------------------------------------------------
 
-class BernoulliRate(nn.Module):
-    """Bernoulli rate coding over ``T`` steps, ``S_t = 1[U_t < clip(x, 0, 1)]`` with ``U_t``
-    uniform: the distribution of :func:`compendium.spiking.encoding.rate`, drawn through
-    ``torch.rand`` and a comparison, which on a CPU is several times faster than
-    ``torch.bernoulli`` with a probability tensor (the draw was a third of an SNN training
-    step of this chapter). ``[B, ...] → [T, B, ...]``."""
-
-    def __init__(self, T: int):
-        super().__init__()
-        if T < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        self.T = int(T)
-
-    def forward(self, x: Tensor) -> Tensor:
-        u = torch.rand((self.T, *x.shape), device=x.device, dtype=x.dtype)
-        return (u < x.clamp(0, 1)).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}"
-
-
 class RateANN(nn.Module):
     """The ANN twin on the SNN's own input: Bernoulli rate coding over ``T`` steps (the same
     encoder as the SNN), the time average of the spike train (the rate image, values
@@ -91,7 +70,7 @@ class RateANN(nn.Module):
     def __init__(self, sizes: tuple[int, ...], T: int):
         super().__init__()
         self.T = int(T)
-        self.encoder = BernoulliRate(self.T)
+        self.encoder = Encoder("rate", self.T)
         self.net = ann_mlp(sizes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -129,13 +108,10 @@ def threshold_init(net: SpikingClassifier, x: Tensor, threshold: float, gain: fl
 def build_snn(setup: Setup, init_x: Tensor | None, *, penultimate_threshold: float | None = None,
               in_features: int = 784, encoding: str = "rate") -> SpikingClassifier:
     """A fresh STBP MLP ``in-hidden-10`` with a spiking (rate) readout, threshold-initialised
-    on ``init_x`` (a batch of training inputs; ``None`` keeps PyTorch's default init). A
-    rate-coded net draws its input with :class:`BernoulliRate`."""
+    on ``init_x`` (a batch of training inputs; ``None`` keeps PyTorch's default init)."""
     layer_lif = {-2: {"threshold": penultimate_threshold}} if penultimate_threshold is not None else None
     net = spiking_mlp((in_features, setup.hidden, 10), T=setup.T, encoding=encoding, readout="rate",
                       lif={"decay": setup.decay, "threshold": setup.threshold}, layer_lif=layer_lif)
-    if encoding == "rate":
-        net.encoder = BernoulliRate(setup.T)  # the same code, drawn faster
     if init_x is not None:
         threshold_init(net, init_x, setup.threshold, setup.init_gain)
     return net

