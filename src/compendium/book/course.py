@@ -81,8 +81,8 @@ def course_guide_markdown(project: Project, course: dict[str, Any], present: lis
            "and small projects, with worked solutions or the approach hidden under each.", "",
            "## Handing out the notebooks", "",
            "```bash",
-           "compendium course --student handout/       # solutions removed, exercise stubs in place",
-           "compendium course --instructor solutions/  # the same notebooks with every solution",
+           "compendium course --student handout/       # no solutions; stubs",
+           "compendium course --instructor solutions/  # with solutions",
            "```", "",
            "Students open a notebook, change a parameter in its first code cell (or run it with papermill: "
            "`papermill primer.ipynb out.ipynb -p epochs 2`), fill in `answer = ...` in each stub and run the "

@@ -13,13 +13,13 @@ from typing import Any
 import yaml
 
 from compendium.book.claims import VERDICTS
+from compendium.book.report import table_cell
 from compendium.book.present import claims_label, glance_figure, glance_section, load_course, page_problems, present_chapter
 from compendium.chapters import last_record, load_spec, toc_chapters
 from compendium.project import Project
 
 
-def _cell(text: Any) -> str:
-    return str(text if text is not None else "—").replace("|", "\\|").replace("\n", " ")
+_cell = table_cell  # the claims table's escaping (compendium.book.report)
 
 
 _SHORT = {"not comparable at this scale": "not comparable", "inconclusive at this scale": "inconclusive",
@@ -31,10 +31,13 @@ def _summary_row(label: str, counts: Counter, stale: str = "") -> str:
 
 
 def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str, Any] | None = None,
-                        stale: dict[str, list[str]] | None = None, glance: str | None = None) -> str:
+                        stale: dict[str, list[str]] | None = None, glance: str | None = None,
+                        short: dict[str, str] | None = None) -> str:
     """The reproduction scoreboard: every chapter's claims, published value and source, our
     number with its 95 % interval and n, the verdict and why, the scale that ran, each claim's
-    recorded rule revisions, and a **stale** mark where a record no longer matches its sources."""
+    recorded rule revisions, and a **stale** mark where a record no longer matches its sources.
+    ``short`` names the chapters in the summary table (the glance figure's labels), so that its
+    ten columns fit the page."""
     from compendium.book.runner import stale_reasons
 
     given_records, given_stale = records or {}, stale or {}
@@ -58,7 +61,7 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
         *([glance_section(chapters, {c: load_spec(project, c).title for c in chapters}, records, glance, "chapters/",
                           "fig-glance-scoreboard"), "## All chapters", ""] if glance else []),
         head, "|---|" + "---|" * (len(VERDICTS) + 2),
-        *[_summary_row(f"{{doc}}`{load_spec(project, c).title} <chapters/{c}>`", per_chapter[c],
+        *[_summary_row(f"{{doc}}`{(short or {}).get(c) or load_spec(project, c).title} <chapters/{c}>`", per_chapter[c],
                        "**stale**" if stale[c] else "") for c in chapters],
         _summary_row("**all chapters**", total, str(sum(1 for c in chapters if stale[c]))), "",
     ]
@@ -87,7 +90,9 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
         data = rec.get("data") or []
         if data:
             out += ["Data: " + "; ".join(_cell(d.get("description")) for d in data), ""]
-        out += ["| claim | published (source) | ours (95 % interval) | n | verdict | why |", "|---|---|---|---|---|---|"]
+        # four columns, so that the verdict stays on screen: ours carries n and the interval's
+        # method, the verdict cell its reason
+        out += ["| claim | published (source) | ours (95 % interval, n) | verdict — why |", "|---|---|---|---|"]
         revised = []
         for cl in rec.get("claims", []):
             src = _cell(cl.get("source"))
@@ -97,8 +102,7 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
             revs = cl.get("revisions") or []
             mark = f" (rev. {len(revs)})" if revs else ""
             out.append(f"| {_cell(cl['text'])} {{ref}}`{cl['claim']} <{claims_label(c)}>`{mark} | {_cell(cl['published'])} ({src}) | "
-                       f"{_cell(cl.get('ours'))} | {_cell(cl.get('n', '—'))} | **{_cell(cl['verdict'])}** | "
-                       f"{_cell(cl.get('reason'))} |")
+                       f"{_cell(cl.get('ours'))} | **{_cell(cl['verdict'])}** — {_cell(cl.get('reason'))} |")
             revised += [f"- `{cl['claim']}`, {r.get('date')}: {_cell(r.get('change'))} — {_cell(r.get('reason'))}"
                         for r in revs]
         out.append("")
@@ -152,12 +156,12 @@ def stage(project: Project) -> tuple[Path, list[str]]:
         if stale[c]:
             _stale_banner(target, stale[c])
     titles = {c: load_spec(project, c).title for c in present}
-    glance = None
+    glance, short = None, {}
     if present:
         short = {c: (course.get("chapters") or {}).get(c, {}).get("short") or titles[c] for c in present}
         glance_figure(src / "book" / "glance.png", present, short, records)
         glance = "glance.png"
-    (src / "book" / "scoreboard.md").write_text(scoreboard_markdown(project, present, records, stale, glance),
+    (src / "book" / "scoreboard.md").write_text(scoreboard_markdown(project, present, records, stale, glance, short),
                                                 encoding="utf-8")
     index = src / "book" / "index.md"
     if glance and index.is_file():  # the index page opens with the same figure, one line per chapter

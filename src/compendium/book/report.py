@@ -138,18 +138,12 @@ class ChapterReport:
         return [judge(c, self.quantities, unavailable=self.unavailable_reasons, params=self.parameters, data=self.data)
                 for c in self.claims.claims]
 
-    def claims_table(self):
-        """The paper-vs-ours table (a pandas DataFrame): one verdict per claim, decided by the engine."""
-        import pandas as pd
-
-        rows = []
-        for j in self.judgements():
-            d = j.as_dict()
-            src = d["source"] + ("" if d["source_kind"] == "primary" else f" [{d['source_kind']}]")
-            rows.append({"claim": d["claim"], "the paper says": d["text"], "published (source)": f"{d['published']} ({src})",
-                         "rule": d["rule"], f"ours ({self.scale or 'this run'})": d["ours"], "n": d["n"],
-                         "verdict": d["verdict"], "reason": d["reason"]})
-        return pd.DataFrame(rows)
+    def claims_table(self) -> "ClaimsTable":
+        """The paper-vs-ours table: one verdict per claim, decided by the engine. Shown in a
+        notebook (and on the book's page) as a four-column table — the claim with its id, the
+        published value and its source, ours with its interval and n, the verdict with its
+        reason and rule; ``.frame`` holds every field as a pandas DataFrame."""
+        return ClaimsTable([j.as_dict() for j in self.judgements()], self.scale)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -174,3 +168,43 @@ class ChapterReport:
         path = Path(target)
         path.write_text(json.dumps(self.as_dict(), indent=2, sort_keys=False), encoding="utf-8")
         return path
+
+
+def table_cell(text: Any) -> str:
+    """Text for a markdown table cell: pipes and asterisks (``mem*decay``) escaped, one line."""
+    return str(text if text is not None else "—").replace("|", "\\|").replace("*", "\\*").replace("\n", " ")
+
+
+class ClaimsTable:
+    """A chapter's claims and verdicts (:meth:`ChapterReport.claims_table`), displayed as markdown.
+
+    Four columns keep the verdict on screen on a laptop and a phone (a DataFrame of eight
+    columns put it past the page's right edge); the rule and the reason sit in the verdict's
+    cell. ``frame`` is the full table as a DataFrame (one column per field)."""
+
+    def __init__(self, rows: list[dict[str, Any]], scale: str | None = None):
+        self.rows, self.scale = rows, scale
+
+    @property
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([{"claim": d["claim"], "the paper says": d["text"], "published": d["published"],
+                              "source": d["source"], "source kind": d["source_kind"], "rule": d["rule"],
+                              "ours": d["ours"], "n": d["n"], "verdict": d["verdict"], "reason": d["reason"]}
+                             for d in self.rows])
+
+    def _repr_markdown_(self) -> str:
+        lines = [f"Ours at this run's scale: {table_cell(self.scale or 'this run')}.", "",
+                 "| claim | published (source) | ours (95 % interval, n) | verdict — why (rule) |", "|---|---|---|---|"]
+        for d in self.rows:
+            src = table_cell(d["source"]) + ("" if d["source_kind"] == "primary" else f"; *{d['source_kind']}*")
+            lines.append(f"| {table_cell(d['text'])} (`{d['claim']}`) | {table_cell(d['published'])} ({src}) | "
+                         f"{table_cell(d['ours'])} | **{table_cell(d['verdict'])}** — {table_cell(d['reason'])}"
+                         + (f" (rule: {table_cell(d['rule'])})" if d["rule"] and str(d["rule"]) not in str(d["reason"]) else "")
+                         + " |")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{d['claim']}: {d['verdict']} — ours {d['ours']}; published {d['published']}"
+                          for d in self.rows)
