@@ -15,7 +15,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 WORKLOADS = {
     "compression pretrain (2 epochs, 3000 MNIST images)": """

@@ -23,7 +23,6 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from compendium.spiking import rate
 from compendium.spiking.neuron import LIF
 from compendium.spiking.nets import conv_stages, mlp_stages, SpikingClassifier
 from compendium.spiking.studies import resnet_builder

@@ -5,11 +5,12 @@ import re
 
 import pytest
 
-from compendium.book.claims import (MODELLED, NOT_COMPARABLE, NOT_RUN, VERDICTS, PaperClaims, ScaleGate, judge,
+from compendium.book.claims import verdict_counts, verdict_label
+from compendium.book.claims import (MODELLED, NOT_COMPARABLE, NOT_RUN, UNTRANSCRIBED, VERDICTS, PaperClaims, ScaleGate, judge,
                                     lock_problems, write_lock)
 from compendium.book.quantities import Quantity
 from compendium.book.render import scoreboard_markdown
-from compendium.book.rules import INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED
+from compendium.book.rules import INCONCLUSIVE
 from compendium.chapters import available_chapters
 from conftest import ROOT
 
@@ -61,7 +62,7 @@ def test_judge_order_not_run_then_gate_then_transcription(tmp_path):
     assert j.verdict == NOT_COMPARABLE
     assert "needs cifar10" in j.reason and "stand-in" in j.reason and "epochs ≥ 100 (ran 3)" in j.reason and "n_train=100" in j.reason
     j = judge(c, q, params={"epochs": 100}, data=[{"name": "cifar10", "substitute": False}])
-    assert j.verdict == NOT_COMPARABLE and j.reason == "published value not transcribed"
+    assert j.verdict == UNTRANSCRIBED and "not transcribed" in j.reason
 
 
 def test_scale_gate_conditions():
@@ -77,8 +78,17 @@ def test_modelled_verdict_reports_outcome_and_sensitivity(tmp_path):
     j = judge(c, {"q": Quantity.exact("q", 7.0), "share": Quantity.rate("share", 120, 200)})
     assert j.verdict == MODELLED
     assert j.reason.startswith("holds under the assumed constants") and "60.0%" in j.reason and "200 draws" in j.reason
+    held = j.as_dict()
     j = judge(c, {"q": Quantity.exact("q", 20.0)})
     assert j.verdict == MODELLED and j.reason.startswith("does not hold") and "sensitivity 'share' not reported" in j.reason
+    # what the model says travels with the verdict, so that "modelled" never hides a refutation
+    refuted = j.as_dict()
+    assert held["model_outcome"] == "holds" and refuted["model_outcome"] == "does not hold"
+    assert verdict_label(refuted) == "modelled: does not hold" and verdict_label({"verdict": "reproduced"}) == "reproduced"
+    assert verdict_counts([held, refuted, refuted, {"verdict": "reproduced"}]) == \
+        "1 reproduced, 3 modelled (1 holds, 2 do not hold)"
+    old_record = {"verdict": MODELLED, "reason": "partly holds under the assumed constants (...)"}  # before the field
+    assert verdict_label(old_record) == "modelled: partly holds"
 
 
 def test_inconclusive_reason_names_the_interval(tmp_path):

@@ -17,7 +17,9 @@
     the setting under which the claim can be compared (the *scale gate*): ``data`` (names of
     the datasets that must have run), ``full_data`` (no stand-in, no subsampling) and
     ``params`` (``{name: value}``, ``{name: {min: x}}``, ``{name: {max: x}}``,
-    ``{name: {in: [...]}}``). A run outside the gate is "not comparable at this scale".
+    ``{name: {in: [...]}}``). A run outside the gate is "not comparable at this scale"; inside
+    it, a value or range rule whose published value reads "not transcribed" gives the verdict
+    "not transcribed" (ours is shown, with nothing to compare it with).
 ``modelled``
     for results that follow from constants we assumed or chose: ``{constants: "...",
     sensitivity: quantity?, section: "..."}``. The verdict is then **modelled** and the
@@ -34,6 +36,8 @@ records; no notebook decides a verdict.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -43,15 +47,19 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from compendium.book.quantities import Quantity
-from compendium.book.rules import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, Outcome, Rule, parse_rule)
+from compendium.book.rules import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, Outcome, Rule, scaled,
+                                   parse_rule)
 
 NOT_TRANSCRIBED = "not transcribed"
 QUALITATIVE = "qualitative"
 
 MODELLED = "modelled"
 NOT_COMPARABLE = "not comparable at this scale"
+# a claim inside its scale gate whose published value nobody could read off the paper: there is
+# nothing to compare ours with, which is not a matter of scale
+UNTRANSCRIBED = "not transcribed"
 NOT_RUN = "not run here"
-VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, INCONCLUSIVE, MODELLED, NOT_COMPARABLE, NOT_RUN)
+VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, INCONCLUSIVE, MODELLED, NOT_COMPARABLE, UNTRANSCRIBED, NOT_RUN)
 SOURCE_KINDS = ("primary", "secondary", "secondary (note)", "ours")
 _NEEDS_PUBLISHED = ("value", "range")
 _CLAIM_KEYS = {"id", "text", "source", "source_kind", "published", "rule", "scale", "modelled", "revisions", "note",
@@ -189,8 +197,9 @@ class Judgement:
     def ours(self) -> str:
         if self.outcome is not None:
             return self.outcome.ours
-        if self.quantities:
-            return "; ".join(q.text() for q in self.quantities.values())
+        if self.quantities:  # not judged (outside the scale gate, no published value): in the rule's units
+            factor = float(getattr(self.claim.rule, "factor", 1.0) or 1.0)
+            return "; ".join(scaled(q, factor).text() for q in self.quantities.values())
         return "—"
 
     @property
@@ -214,6 +223,7 @@ class Judgement:
             "ours": self.ours,
             "n": self.n_text,
             "verdict": self.verdict,
+            "model_outcome": _MODEL_OUTCOME.get(self.outcome.verdict, "") if self.verdict == MODELLED and self.outcome else "",
             "reason": self.reason,
             "possible": sorted(self.outcome.possible) if self.outcome else [],
             "revisions": [dict(r) for r in c.revisions],
@@ -294,6 +304,45 @@ class PaperClaims:
 _HOLDS_TEXT = {REPRODUCED: "holds under the assumed constants", PARTLY: "partly holds under the assumed constants",
                NOT_REPRODUCED: "does not hold under the assumed constants",
                INCONCLUSIVE: "undecided under the assumed constants"}
+_MODEL_OUTCOME = {REPRODUCED: "holds", PARTLY: "partly holds", NOT_REPRODUCED: "does not hold"}
+
+
+def model_outcome(claim: Mapping[str, Any]) -> str:
+    """For a *modelled* claim (a record's claim dict), what the model says of it — ``holds``,
+    ``partly holds`` or ``does not hold`` under the assumed constants; ``""`` otherwise. (Records
+    written before the field existed carry it only at the start of their reason.)"""
+    if claim.get("verdict") != MODELLED:
+        return ""
+    if claim.get("model_outcome"):
+        return str(claim["model_outcome"])
+    reason = str(claim.get("reason", ""))
+    return next((t for t in ("partly holds", "does not hold", "holds") if reason.startswith(t)), "")
+
+
+def verdict_label(claim: Mapping[str, Any]) -> str:
+    """The verdict as a reader must see it: a modelled verdict with what the model says
+    (``modelled: does not hold``), so that "modelled" never hides a refutation."""
+    outcome = model_outcome(claim)
+    return f"{claim['verdict']}: {outcome}" if outcome else str(claim["verdict"])
+
+
+def verdict_counts(claims: Sequence[Mapping[str, Any]]) -> str:
+    """``2 reproduced, 4 modelled (1 holds, 3 do not hold), 1 not run here``: the verdicts of a
+    chapter's claims in the engine's order, modelled ones split by what the model says."""
+    counts = Counter(c["verdict"] for c in claims)
+    parts = []
+    for v in VERDICTS:
+        if not counts.get(v):
+            continue
+        text = f"{counts[v]} {v}"
+        if v == MODELLED:
+            sub = Counter(model_outcome(c) or "undecided" for c in claims if c["verdict"] == MODELLED)
+            plural = {"holds": "hold", "partly holds": "partly hold", "does not hold": "do not hold"}
+            text += " (" + ", ".join(f"{k} {o if k == 1 else plural.get(o, o)}"
+                                     for o in ("holds", "partly holds", "does not hold", "undecided")
+                                     if (k := sub.get(o))) + ")"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def judge(claim: Claim, quantities: Mapping[str, Quantity], *, unavailable: Mapping[str, str] | None = None,
@@ -313,7 +362,8 @@ def judge(claim: Claim, quantities: Mapping[str, Quantity], *, unavailable: Mapp
     if gate:
         return Judgement(claim, NOT_COMPARABLE, "outside the claim's scale: " + "; ".join(gate), quantities=used)
     if claim.rule.kind in _NEEDS_PUBLISHED and not claim.transcribed:
-        return Judgement(claim, NOT_COMPARABLE, "published value not transcribed", quantities=used)
+        return Judgement(claim, UNTRANSCRIBED, "the paper's value was not transcribed: ours has nothing to be compared "
+                                               "with", quantities=used)
     outcome = claim.rule.evaluate(quantities, claim.published)
     if claim.modelled is None:
         reason = outcome.criterion

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import html as _html
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from compendium.book.claims import VERDICTS
+from compendium.book.claims import MODELLED, VERDICTS, model_outcome, verdict_counts, verdict_label
 
 # colours by verdict (colour-blind-safe-ish: blue-green for good, orange-red for bad, greys for undecided)
 VERDICT_COLOURS = {
     "reproduced": "#1b9e77", "partly": "#a6d96a", "not reproduced": "#d95f02",
     "inconclusive at this scale": "#fdd49e", "modelled": "#7570b3",
-    "not comparable at this scale": "#bdbdbd", "not run here": "#f0f0f0",
+    "not comparable at this scale": "#bdbdbd", "not transcribed": "#c6dbef", "not run here": "#f0f0f0",
 }
 _REPORT_CALL = re.compile(r"^\s*(report\.|report\s*=|scale\s*=|#|$)")
 _WARNING_LINE = re.compile(r"(\w*Warning\b|warnings\.warn\(|^\s*warn\()")
@@ -151,7 +150,7 @@ def opening_boxes(chapter: str, goals: list[str], record: dict[str, Any] | None)
     if claims:
         out += [":::{admonition} What this chapter reproduces", ":class: seealso", "",
                 f"The paper's claims and this build's verdicts ({{ref}}`the claims table <{claims_label(chapter)}>`):", ""]
-        out += [f"- **{c['verdict']}** — {_short(c.get('text', c['claim']))}" for c in claims]
+        out += [f"- **{verdict_label(c)}** — {_short(c.get('text', c['claim']))}" for c in claims]
         out += [":::"]
     return "\n".join(out)
 
@@ -196,7 +195,9 @@ def glance_figure(path: Path, chapters: list[str], titles: dict[str, str], recor
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
 
-    rows = [(c, [cl["verdict"] for cl in ((records.get(c) or {}).get("claims") or [])]) for c in chapters]
+    claims_of = {c: (records.get(c) or {}).get("claims") or [] for c in chapters}
+    rows = [(c, [cl["verdict"] for cl in claims_of[c]]) for c in chapters]
+    refuted = {(c, x) for c in chapters for x, cl in enumerate(claims_of[c]) if model_outcome(cl) == "does not hold"}
     width = max([len(v) for _, v in rows] + [1])
     def short(c: str) -> str:  # "STBP-tdBN: going deeper ..." -> "STBP-tdBN"
         t = titles.get(c, c).split(":")[0].strip()
@@ -205,7 +206,9 @@ def glance_figure(path: Path, chapters: list[str], titles: dict[str, str], recor
     fig, ax = plt.subplots(figsize=(min(2.4 + 0.5 * width, 9), 0.4 * len(rows) + 1.2), dpi=120)
     for y, (c, verdicts) in enumerate(rows):
         for x, v in enumerate(verdicts):
-            ax.add_patch(Rectangle((x, y), 0.92, 0.84, color=VERDICT_COLOURS.get(v, "#ffffff"), ec="#555555", lw=0.5))
+            # a modelled claim the model refutes is hatched: "modelled" must not read as a success
+            ax.add_patch(Rectangle((x, y), 0.92, 0.84, facecolor=VERDICT_COLOURS.get(v, "#ffffff"), edgecolor="#555555",
+                                   lw=0.5, hatch="xxx" if (c, x) in refuted else None))
         if not verdicts:
             ax.text(0.05, y + 0.42, "not run by this build", va="center", fontsize=8, color="#555555")
     ax.set_xlim(0, width)
@@ -219,8 +222,12 @@ def glance_figure(path: Path, chapters: list[str], titles: dict[str, str], recor
     for s in ax.spines.values():
         s.set_visible(False)
     used = [v for v in VERDICTS if any(v in vs for _, vs in rows)]
-    ax.legend(handles=[Patch(facecolor=VERDICT_COLOURS[v], edgecolor="#555555", label=v) for v in used],
-              loc="upper center", bbox_to_anchor=(0.5, -0.55 / (0.4 * max(len(rows), 1))), ncol=min(3, len(used) or 1),
+    handles = [Patch(facecolor=VERDICT_COLOURS[v], edgecolor="#555555", label=v) for v in used]
+    if refuted:
+        handles.insert(used.index(MODELLED) + 1, Patch(facecolor=VERDICT_COLOURS[MODELLED], edgecolor="#555555",
+                                                       hatch="xxx", label="modelled: does not hold"))
+    ax.legend(handles=handles,
+              loc="upper center", bbox_to_anchor=(0.5, -0.55 / (0.4 * max(len(rows), 1))), ncol=min(3, len(handles) or 1),
               fontsize=9, frameon=False, handlelength=1.2, columnspacing=1.0)
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
@@ -234,8 +241,7 @@ def chapter_summaries(chapters: list[str], titles: dict[str, str], records: dict
         rec = records.get(c)
         if not rec:
             continue
-        counts = Counter(cl["verdict"] for cl in rec.get("claims", []))
-        summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts.get(v)) or "no claims"
+        summary = verdict_counts(rec.get("claims", [])) or "no claims"
         lines.append(f"- {{ref}}`{titles.get(c, c)} <{claims_label(c)}>` ({{doc}}`chapter <{doc_prefix}{c}>`): "
                      f"{summary}.")
     return lines

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from compendium.book.claims import VERDICTS
+from compendium.book.claims import VERDICTS, verdict_counts, verdict_label
 from compendium.book.report import table_cell
 from compendium.book.present import claims_label, glance_figure, glance_section, load_course, page_problems, present_chapter
 from compendium.chapters import last_record, load_spec, toc_chapters
@@ -78,14 +78,13 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
         env = rec.get("environment", {})
         git = env.get("git") or {}
         commit = (git.get("commit") or "unknown")[:10] + (" + uncommitted changes" if git.get("dirty") else "")
-        counts = per_chapter[c]
         out += [
             f"Chapter: {{doc}}`{spec.title} <chapters/{c}>` · paper: {_cell(rec.get('citation'))}"
             + (f" (arXiv {rec['arxiv']})" if rec.get("arxiv") else ""), "",
             f"Profile **{rec.get('profile')}** — scale: {_cell(rec.get('scale'))}; "
             f"ran in {rec.get('wall_time_s', '?')} s on {_cell((env.get('cpu') or {}).get('model'))} "
             f"({(env.get('cpu') or {}).get('torch_threads', '?')} threads), commit `{commit}`.", "",
-            "Summary: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts.get(v)) + ".", "",
+            "Summary: " + verdict_counts(rec.get("claims", [])) + ".", "",
         ]
         data = rec.get("data") or []
         if data:
@@ -102,7 +101,7 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
             revs = cl.get("revisions") or []
             mark = f" (rev. {len(revs)})" if revs else ""
             out.append(f"| {_cell(cl['text'])} {{ref}}`{cl['claim']} <{claims_label(c)}>`{mark} | {_cell(cl['published'])} ({src}) | "
-                       f"{_cell(cl.get('ours'))} | **{_cell(cl['verdict'])}** — {_cell(cl.get('reason'))} |")
+                       f"{_cell(cl.get('ours'))} | **{_cell(verdict_label(cl))}** — {_cell(cl.get('reason'))} |")
             revised += [f"- `{cl['claim']}`, {r.get('date')}: {_cell(r.get('change'))} — {_cell(r.get('reason'))}"
                         for r in revs]
         out.append("")

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from compendium.book.claims import Judgement, PaperClaims, judge
+from compendium.book.claims import Judgement, PaperClaims, judge, verdict_label
 from compendium.book.quantities import Quantity
 from compendium.project import Project
 
@@ -200,7 +200,7 @@ class ClaimsTable:
         for d in self.rows:
             src = table_cell(d["source"]) + ("" if d["source_kind"] == "primary" else f"; *{d['source_kind']}*")
             lines.append(f"| {table_cell(d['text'])} (`{d['claim']}`) | {table_cell(d['published'])} ({src}) | "
-                         f"{table_cell(d['ours'])} | **{table_cell(d['verdict'])}** — {table_cell(d['reason'])}"
+                         f"{table_cell(d['ours'])} | **{table_cell(verdict_label(d))}** — {table_cell(d['reason'])}"
                          + (f" (rule: {table_cell(d['rule'])})" if d["rule"] and str(d["rule"]) not in str(d["reason"]) else "")
                          + " |")
         return "\n".join(lines) + "\n"

@@ -140,7 +140,8 @@ def _req(spec: Mapping[str, Any], key: str, kind: str) -> Any:
     return spec[key]
 
 
-def _scaled(q: Quantity, factor: float) -> Quantity:
+def scaled(q: Quantity, factor: float) -> Quantity:
+    """``q`` in the rule's units (e.g. ×100 for an accuracy compared in percent)."""
     if factor == 1:
         return q
     return Quantity(q.name, q.estimate * factor, q.low * factor, q.high * factor, q.n, q.method, q.unit)
@@ -163,7 +164,7 @@ class ValueRule(Rule):
         if self.tol is None:
             raise ValueError("a value rule needs a 'tolerance' once its published value is transcribed")
         p, t = float(published), float(self.tol)
-        return _zone_outcome(_scaled(q[self.q], self.factor), _band_zones(p - t, p + t, t), self.describe(published))
+        return _zone_outcome(scaled(q[self.q], self.factor), _band_zones(p - t, p + t, t), self.describe(published))
 
     def describe(self, published=None):
         f = f"{self.factor:g}·" if self.factor != 1 else ""
@@ -187,7 +188,7 @@ class RangeRule(Rule):
 
     def evaluate(self, q, published=None):
         lo, hi = (float(x) for x in published)
-        return _zone_outcome(_scaled(q[self.q], self.factor), _band_zones(lo, hi, 0.25 * (hi - lo)),
+        return _zone_outcome(scaled(q[self.q], self.factor), _band_zones(lo, hi, 0.25 * (hi - lo)),
                              self.describe(published))
 
     def describe(self, published=None):
