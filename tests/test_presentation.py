@@ -33,10 +33,13 @@ def test_boilerplate_is_hidden_and_outputs_are_cleaned():
     assert "hide-input" in tags[3]  # imports folded
     assert "remove-cell" in tags[5] and "hide-input" in tags[6]  # records removed; the claims table shown
     assert not {"remove-cell", "hide-input"} & set(tags[4])  # science stays
+    nb.metadata["papermill"] = {"input_path": "/work/main/notebooks/demo.ipynb", "output_path": "/work/main/_build/runs/x/demo.ipynb"}
     clean_outputs(nb, ["/work/main"])
     outs = nb.cells[4].outputs
     assert [o.name for o in outs] == ["stdout"]
     assert "Warning" not in outs[0].text and "/home/" not in outs[0].text and "result 3" in outs[0].text
+    assert nb.metadata["papermill"]["input_path"] == "notebooks/demo.ipynb"  # the download names no machine path
+    assert "/work/" not in nb.metadata["papermill"]["output_path"]
 
 
 def test_chapter_opens_with_boxes_and_a_run_box_and_links_its_claims(tmp_path):

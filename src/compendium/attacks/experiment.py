@@ -187,7 +187,7 @@ class Models:
             runs = self.runs(label)
             accs = [r.test_acc for r in runs]
             rates = self.init_rates.get(label)
-            rows.append({"model": label, "loss": loss, "penultimate θ": th, "chosen lr": runs[0].lr,
+            rows.append({"model": label, "loss": loss, "penultimate θ": th, "chosen lr": f"{runs[0].lr:g}",
                          "test acc (mean)": float(np.mean(accs)), "per seed": ", ".join(f"{a:.3f}" for a in accs),
                          "init rate hidden": min(r[0] for r in rates) if rates else float("nan"),
                          "init rate output": min(r[-1] for r in rates) if rates else float("nan")})

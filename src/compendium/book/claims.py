@@ -113,7 +113,7 @@ class ScaleGate:
                 if "in" in cond and have not in cond["in"]:
                     out.append(f"{name} in {cond['in']} (ran {have})")
             elif have != cond:
-                out.append(f"{name} = {cond} (ran {have})")
+                out.append(f"{name} = {_param_text(cond)} (ran {_param_text(have)})")
         return out
 
     def text(self) -> str:
@@ -129,8 +129,13 @@ class ScaleGate:
                 ops = {"min": "≥", "max": "≤", "in": "in"}
                 parts += [f"{k} {ops[op]} {c[op]}" for op in ops if op in c]
             else:
-                parts.append(f"{k} = {c}")
+                parts.append(f"{k} = {_param_text(c)}")
         return ", ".join(parts) + (f" ({self.note})" if self.note else "")
+
+
+def _param_text(value: Any) -> str:
+    """A gate's parameter value for a reader: ``None`` (a size parameter's "no limit") reads "all"."""
+    return "all" if value is None else str(value)
 
 
 @dataclass(frozen=True)

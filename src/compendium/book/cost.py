@@ -98,7 +98,7 @@ ASSUMPTIONS = [
     "(larger batches are usually cheaper per sample, so this leans high).",
     f"GPU-hours (estimate) = CPU-hours ÷ {ASSUMED_GPU_SPEEDUP:g}, an assumed per-sample speed-up of one "
     "data-centre GPU over this CPU — no GPU was available to measure one; a GPU throughput record "
-    "(results/gpu/<chapter>.json) replaces the assumption where it exists.",
+    "(`results/gpu/<chapter>.json`) replaces the assumption where it exists.",
     "Not counted (so the estimates are lower bounds on these): learning-rate trials beyond the first two "
     "(smoke mode keeps two), evaluation passes, and loops outside the training loop "
     "(adversarial attacks, meta-learning episodes, simulations, statistics). Chapters that train nothing "

@@ -83,6 +83,11 @@ def clean_outputs(nb: Any, roots: Iterable[str]) -> None:
                         data[mime] = _scrub_text(value, roots)
             kept.append(out)
         cell["outputs"] = kept
+    # the downloadable notebook's papermill record names the machine's paths too
+    record = nb.metadata.get("papermill") or {}
+    for key in ("input_path", "output_path"):
+        if isinstance(record.get(key), str):
+            record[key] = _scrub_text(record[key], roots)
 
 
 def hide_boilerplate(nb: Any) -> None:

@@ -115,7 +115,8 @@ def _stale_banner(nb_path: Path, reasons: list[str]) -> None:
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
-    text = "```{warning}\n**Stale results.** " + "; ".join(reasons) + ".\n```"
+    why = "; ".join(reasons)
+    text = "```{warning}\n**Stale results.** " + why[:1].upper() + why[1:] + ".\n```"
     nb.cells.insert(1, nbformat.v4.new_markdown_cell(text))
     nbformat.write(nb, nb_path)
 
