@@ -36,10 +36,9 @@ records; no notebook decides a verdict.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence

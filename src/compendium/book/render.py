@@ -18,9 +18,6 @@ from compendium.chapters import last_record, load_spec, toc_chapters
 from compendium.project import Project
 
 
-_cell = table_cell  # the claims table's escaping (compendium.book.report)
-
-
 def _summary_row(label: str, claims: list[dict[str, Any]], stale: str = "") -> str:
     """One chapter (or the total): its number of claims and its verdicts in words (modelled ones
     split by what the model says), so that the table keeps four columns on any screen."""
@@ -74,30 +71,30 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
         git = env.get("git") or {}
         commit = (git.get("commit") or "unknown")[:10] + (" + uncommitted changes" if git.get("dirty") else "")
         out += [
-            f"Chapter: {{doc}}`{spec.title} <chapters/{c}>` · paper: {_cell(rec.get('citation'))}"
+            f"Chapter: {{doc}}`{spec.title} <chapters/{c}>` · paper: {table_cell(rec.get('citation'))}"
             + (f" (arXiv {rec['arxiv']})" if rec.get("arxiv") else ""), "",
-            f"Profile **{rec.get('profile')}** — scale: {_cell(rec.get('scale'))}; "
-            f"ran in {rec.get('wall_time_s', '?')} s on {_cell((env.get('cpu') or {}).get('model'))} "
+            f"Profile **{rec.get('profile')}** — scale: {table_cell(rec.get('scale'))}; "
+            f"ran in {rec.get('wall_time_s', '?')} s on {table_cell((env.get('cpu') or {}).get('model'))} "
             f"({(env.get('cpu') or {}).get('torch_threads', '?')} threads), commit `{commit}`.", "",
             "Summary: " + verdict_counts(rec.get("claims", [])) + ".", "",
         ]
         data = rec.get("data") or []
         if data:
-            out += ["Data: " + "; ".join(_cell(d.get("description")) for d in data), ""]
+            out += ["Data: " + "; ".join(table_cell(d.get("description")) for d in data), ""]
         # four columns, so that the verdict stays on screen: ours carries n and the interval's
         # method, the verdict cell its reason
         out += ["| claim | published (source) | ours (95 % interval, n) | verdict — why |", "|---|---|---|---|"]
         revised = []
         for cl in rec.get("claims", []):
-            src = _cell(cl.get("source"))
+            src = table_cell(cl.get("source"))
             kind = cl.get("source_kind", "primary")
             if kind != "primary":
                 src += f"; *{kind}*"
             revs = cl.get("revisions") or []
             mark = f" (rev. {len(revs)})" if revs else ""
-            out.append(f"| {_cell(cl['text'])} {{ref}}`{cl['claim']} <{claims_label(c)}>`{mark} | {_cell(cl['published'])} ({src}) | "
-                       f"{_cell(cl.get('ours'))} | **{_cell(verdict_label(cl))}** — {_cell(cl.get('reason'))} |")
-            revised += [f"- `{cl['claim']}`, {r.get('date')}: {_cell(r.get('change'))} — {_cell(r.get('reason'))}"
+            out.append(f"| {table_cell(cl['text'])} {{ref}}`{cl['claim']} <{claims_label(c)}>`{mark} | {table_cell(cl['published'])} ({src}) | "
+                       f"{table_cell(cl.get('ours'))} | **{table_cell(verdict_label(cl))}** — {table_cell(cl.get('reason'))} |")
+            revised += [f"- `{cl['claim']}`, {r.get('date')}: {table_cell(r.get('change'))} — {table_cell(r.get('reason'))}"
                         for r in revs]
         out.append("")
         if revised:

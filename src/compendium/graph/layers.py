@@ -35,6 +35,7 @@ PyTorch's fused layer norm over each node's ``T·C`` values.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -42,7 +43,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-from compendium.spiking.neuron import LIF, lif_static_rate
+from compendium.spiking.neuron import LIF, keep_factors, lif_static_rate
 
 
 def normalized_adjacency(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -63,10 +64,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     if not training or p == 0:
         return x
     bits, thr = dropout_bits(x.shape, p, x.device)
-    with torch.no_grad():  # the comparison writes the float mask directly (no boolean intermediate)
-        scaled_keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        torch.ge(bits, thr, out=scaled_keep)
-        scaled_keep.mul_(1.0 / (1.0 - p))
+    with torch.no_grad():
+        scaled_keep = keep_factors(bits, thr, 1.0 / (1.0 - p), x.dtype)
     return x * scaled_keep
 
 
@@ -76,9 +75,7 @@ def dropout_bits(shape: tuple[int, ...] | torch.Size, p: float, device: torch.de
     where ``bits ≥ thr``, i.e. with probability ``1 - p`` to within 2⁻¹⁶."""
     if not 0 <= p < 1:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    n = 1
-    for d in shape:
-        n *= int(d)
+    n = math.prod(int(d) for d in shape)
     bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
     return bits.view(torch.int16)[:n].view(tuple(shape)), _I16_MIN + round(p * 2 ** 16)
 

@@ -194,7 +194,7 @@ class _StaticLIFRate(torch.autograd.Function):
             return native.static_rate_forward(current, T, decay, threshold, reset, bits, thr, scale)
         spikes, _ = _LIFSequence.apply(current.unsqueeze(0).expand(T, *current.shape), decay, threshold, reset,
                                        detach_reset, surrogate)
-        keep = _keep_factors(bits, thr, scale, current)
+        keep = keep_factors(bits, thr, scale, current.dtype)
         acc = spikes[0] * keep[0] if keep is not None else spikes[0].clone()
         for t in range(1, T):
             acc = acc + (spikes[t] * keep[t] if keep is not None else spikes[t])
@@ -208,7 +208,7 @@ class _StaticLIFRate(torch.autograd.Function):
             grad = native.static_rate_backward(current, T, grad_rate, decay, threshold, reset, detach_reset,
                                                surrogate, bits, thr, scale)
             return grad, None, None, None, None, None, None, None, None, None
-        keep = _keep_factors(bits, thr, scale, current)
+        keep = keep_factors(bits, thr, scale, current.dtype)
         gd = grad_rate / T
         g_spikes = gd.unsqueeze(0) * keep if keep is not None else gd.unsqueeze(0).expand(T, *gd.shape).contiguous()
         with torch.enable_grad():
@@ -221,12 +221,15 @@ class _StaticLIFRate(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None, None
 
 
-def _keep_factors(bits: Tensor | None, thr: int, scale: float, like: Tensor) -> Tensor | None:
-    """``scale`` where ``bits ≥ thr``, else 0, as floats (``None`` without bits)."""
+def keep_factors(bits: Tensor | None, thr: int, scale: float, dtype: torch.dtype = torch.float32) -> Tensor | None:
+    """A dropout mask from its random draws: ``scale`` where ``bits ≥ thr``, else 0, as ``dtype``
+    (``None`` without bits). The comparison writes the float mask directly (no boolean tensor to
+    convert); used by :func:`lif_static_rate`'s eager path and the graph chapter's dropout."""
     if bits is None:
         return None
-    keep = torch.ge(bits, thr).to(like.dtype)
-    return keep.mul_(torch.tensor(scale, dtype=like.dtype))
+    keep = torch.empty(bits.shape, dtype=dtype, device=bits.device)
+    torch.ge(bits, thr, out=keep)
+    return keep.mul_(scale)
 
 
 def lif_static_rate(current: Tensor, T: int, decay: float, threshold: float, reset: Reset = "zero",
