@@ -36,6 +36,19 @@ typedef struct {
     float *scratch; int64_t scratch_per;            /* per-thread scratch (backward: 2 T RATE_BLOCK floats) */
 } job_t;
 
+/* One LIF step of one element, with the eager kernel's operations (reset is a compile-time
+ * constant at every call): the membrane from the previous one and the current, and its spike. */
+static inline __attribute__((always_inline)) float lif_next(const int reset, float up, float op, float I, float k,
+                                                            float neg_th) {
+    if (reset == 0) return fmaf(k * up, 1.0f - op, I);    /* addcmul(I, u_prev, keep_prev, value=k) */
+    if (reset == 1) return fmaf(op, neg_th, fmaf(up, k, I));  /* add(I, u_prev, alpha=k); sub_(o_prev, alpha=th) */
+    return fmaf(fmaf(op, neg_th, up), k, I);              /* add(u_prev, o_prev, alpha=-th); add(I, ., alpha=k) */
+}
+
+static inline __attribute__((always_inline)) float lif_spike(const int reset, float u, float th) {
+    return reset == 0 ? (u <= th ? 0.0f : 1.0f) : (u > th ? 1.0f : 0.0f);
+}
+
 static void fwd_range(const job_t *a) {
     const int T = a->T;
     const float k = a->k, th = a->th, neg_th = -a->th;
@@ -44,31 +57,16 @@ static void fwd_range(const job_t *a) {
         for (int64_t i = b; i < e; i++) {
             float u = a->cur[i];
             a->mem[i] = u;
-            a->spk[i] = a->reset == 0 ? (u <= th ? 0.0f : 1.0f) : (u > th ? 1.0f : 0.0f);
+            a->spk[i] = lif_spike(a->reset, u, th);
         }
         for (int t = 1; t < T; t++) {
             const float *I = a->cur + t * a->s_cur;
             const float *up = a->mem + (int64_t)(t - 1) * a->n, *op = a->spk + (int64_t)(t - 1) * a->n;
             float *u = a->mem + (int64_t)t * a->n, *o = a->spk + (int64_t)t * a->n;
-            if (a->reset == 0) {            /* addcmul(I, u_prev, keep_prev, value=k) */
-                for (int64_t i = b; i < e; i++) {
-                    float v = fmaf(k * up[i], 1.0f - op[i], I[i]);
-                    u[i] = v;
-                    o[i] = v <= th ? 0.0f : 1.0f;
-                }
-            } else if (a->reset == 1) {     /* add(I, u_prev, alpha=k); sub_(o_prev, alpha=th) */
-                for (int64_t i = b; i < e; i++) {
-                    float v = fmaf(op[i], neg_th, fmaf(up[i], k, I[i]));
-                    u[i] = v;
-                    o[i] = v > th ? 1.0f : 0.0f;
-                }
-            } else {                        /* add(u_prev, o_prev, alpha=-th); add(I, ., alpha=k) */
-                for (int64_t i = b; i < e; i++) {
-                    float v = fmaf(fmaf(op[i], neg_th, up[i]), k, I[i]);
-                    u[i] = v;
-                    o[i] = v > th ? 1.0f : 0.0f;
-                }
-            }
+#define FWD_STEP(R) for (int64_t i = b; i < e; i++) { float v = lif_next(R, up[i], op[i], I[i], k, neg_th); \
+                                                        u[i] = v; o[i] = lif_spike(R, v, th); }
+            if (a->reset == 0) { FWD_STEP(0) } else if (a->reset == 1) { FWD_STEP(1) } else { FWD_STEP(2) }
+#undef FWD_STEP
         }
     }
 }
@@ -134,10 +132,8 @@ static inline __attribute__((always_inline)) void rate_fwd_step(
         const int16_t *restrict bits, int thr, float scale, float *restrict u, float *restrict o,
         float *restrict acc, float k, float th, float neg_th) {
     for (int64_t i = 0; i < len; i++) {
-        float v = first ? I[i] : reset == 0 ? fmaf(k * u[i], 1.0f - o[i], I[i])
-                               : reset == 1 ? fmaf(o[i], neg_th, fmaf(u[i], k, I[i]))
-                               : fmaf(fmaf(o[i], neg_th, u[i]), k, I[i]);
-        float s = reset == 0 ? (v <= th ? 0.0f : 1.0f) : (v > th ? 1.0f : 0.0f);
+        float v = first ? I[i] : lif_next(reset, u[i], o[i], I[i], k, neg_th);
+        float s = lif_spike(reset, v, th);
         float m = has_bits ? (bits[i] >= thr ? scale : 0.0f) : 1.0f;
         u[i] = v;
         o[i] = s;
@@ -164,22 +160,17 @@ static void rate_fwd_range(const job_t *a) {
     }
 }
 
-/* One backward step of a block (bwd_block's arithmetic with g_o = (g_r / T)·m), accumulating the
- * current's gradient: acc ← x at t = T-1, acc ← acc + x below. */
+/* One backward step of a block: bwd_block's arithmetic with g_o = (g_r / T)·m, δ[t] written over
+ * δ[t+1] in dn, and the current's gradient accumulated: acc ← δ[t] at t = T-1, acc + δ[t] below. */
 static inline __attribute__((always_inline)) void rate_bwd_step(
         const int reset, const int has_dn, const int reset_path, const int has_bits, int64_t len,
-        const float *restrict u, const float *restrict o, const float *restrict gd, const int16_t *restrict bits,
-        int thr, float scale, float *restrict dn, float *restrict acc, float k, float th, float half_w, float inv_w,
-        float neg_k, float neg_c) {
-    for (int64_t i = 0; i < len; i++) {
-        float m = has_bits ? (bits[i] >= thr ? scale : 0.0f) : 1.0f;
-        float go = gd[i] * m;
-        if (reset_path) go = reset == 0 ? fmaf(neg_k * dn[i], u[i], go) : fmaf(dn[i], neg_c, go);
-        float x = (fabsf(u[i] - th) < half_w ? 1.0f : 0.0f) * inv_w * go;
-        if (has_dn) x = reset == 0 ? fmaf(k * dn[i], 1.0f - o[i], x) : fmaf(dn[i], k, x);
-        dn[i] = x;
-        acc[i] = has_dn ? acc[i] + x : x;
-    }
+        const float *u, const float *o, const float *gd, const int16_t *bits, int thr, float scale, float *dn,
+        float *acc, float k, float th, float half_w, float inv_w, float neg_k, float neg_c) {
+    float gs[RATE_BLOCK];
+    for (int64_t i = 0; i < len; i++) gs[i] = gd[i] * (has_bits ? (bits[i] >= thr ? scale : 0.0f) : 1.0f);
+    bwd_block(reset, has_dn, reset_path, 1, 0, 0, len, u, o, gs, NULL, NULL, dn, dn, k, th, half_w, inv_w, neg_k,
+              neg_c);
+    for (int64_t i = 0; i < len; i++) acc[i] = has_dn ? acc[i] + dn[i] : dn[i];
 }
 
 #define RBWD(R, DN, RP, B) rate_bwd_step(R, DN, RP, B, len, uu, oo, gd, bits, a->thr, a->scale, dn, acc, k, th, \
