@@ -189,6 +189,45 @@ def test_fast_dropout_keeps_one_minus_p_and_rescales():
         dropout(x, 1.0, True)
 
 
+def _splitmix64(key: int, i: int) -> int:
+    """SplitMix64's word for the state key + (i + 1) γ, in Python integers (the reference)."""
+    m = (1 << 64) - 1
+    z = (key + (i + 1) * 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("key", [0, 1, -5, 2 ** 63 - 1, -(2 ** 63), 12345678901234567])
+def test_random_words_are_splitmix64_native_and_eager_alike(key, monkeypatch):
+    from compendium.spiking import native
+
+    words = native.random_words(200_000, key)  # long enough for the kernel to split it over threads
+    assert [w % (1 << 64) for w in words[:50].tolist()] == [_splitmix64(key % (1 << 64), i) for i in range(50)]
+    assert words[-1].item() % (1 << 64) == _splitmix64(key % (1 << 64), 199_999)
+    if key == 0:  # SplitMix64's published first output for seed 0
+        assert words[0].item() % (1 << 64) == 0xE220A8397B1DCDAF
+    monkeypatch.setattr(native, "library", lambda: None)  # the tensor-operation twin (other devices)
+    assert torch.equal(native.random_words(200_000, key), words)
+    assert native.random_words(0, key).shape == (0,)
+
+
+def test_dropout_bits_are_uniform_16_bit_slices_governed_by_the_seed():
+    from compendium.graph.layers import dropout_bits
+
+    torch.manual_seed(3)
+    bits, thr = dropout_bits((4, 50_000), 0.25)
+    torch.manual_seed(3)
+    again, _ = dropout_bits((4, 50_000), 0.25)
+    assert torch.equal(bits, again) and bits.dtype == torch.int16 and thr == -(2 ** 15) + 2 ** 14
+    assert not torch.equal(dropout_bits((4, 50_000), 0.25)[0], bits)  # the generator moved on
+    counts = torch.bincount((bits.flatten().long() + 2 ** 15) >> 12, minlength=16).float()  # 16 equal bins
+    expected = bits.numel() / 16
+    assert float(((counts - expected) ** 2 / expected).sum()) < 40  # χ² with 15 d.o.f.: p ≈ 5e-4 at 40
+    for j in range(4):  # each of the four slices of a word is uniform on its own
+        assert abs(float((bits.view(-1, 4)[:, j] >= thr).float().mean()) - 0.75) < 0.01
+
+
 def test_static_stfn_and_mean_readout_equal_the_per_step_computation():
     torch.manual_seed(0)
     n = 5

@@ -98,6 +98,7 @@ def _build() -> ctypes.CDLL | None:
     lib.lif_static_rate_backward.argtypes = [_f32p, _f32p, _i32, _f32, _f32p, _f32p, _i64, _i32, _f32, _f32, _i32,
                                              _i32, _f32, _f32, _f32, _f32, _f32p, _i32]
     lib.rate_scratch_floats.argtypes, lib.rate_scratch_floats.restype = [_i32, _i32], _i64
+    lib.random_words.argtypes, lib.random_words.restype = [_f32p, _i64, ctypes.c_uint64, _i32], _i32
     lib.lif_forward.restype = lib.lif_backward.restype = _i32
     lib.lif_static_rate_forward.restype = lib.lif_static_rate_backward.restype = _i32
     return lib
@@ -242,3 +243,39 @@ def static_rate_backward(current: Tensor, T: int, grad_rate: Tensor, decay: floa
                                      int(detach_reset), surrogate.width / 2, 1.0 / surrogate.width, -decay, -c,
                                      scratch.data_ptr(), threads)
     return grad
+
+
+_GAMMA, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _signed(v: int) -> int:
+    """A 64-bit pattern as the int64 that holds it."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _shr(z: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 words (``>>`` on int64 is arithmetic: mask the sign's copies)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def random_words(m: int, key: int, device: torch.device | str = "cpu") -> Tensor:
+    """``m`` random 64-bit words (int64 ``[m]``) determined by ``key``: word ``i`` is the
+    SplitMix64 output (Steele, Lea & Flood, OOPSLA 2014) of the state ``key + (i + 1) γ``,
+    ``γ = 0x9E3779B97F4A7C15``::
+
+        z ← (z ⊕ (z ≫ 30)) · 0xBF58476D1CE4E5B9;  z ← (z ⊕ (z ≫ 27)) · 0x94D049BB133111EB;  z ⊕ (z ≫ 31)
+
+    (arithmetic mod 2⁶⁴). Counter-based, so the compiled kernel fills the words on every core;
+    on another device or without the library the same words come from tensor operations
+    (int64 products wrap mod 2⁶⁴ on every PyTorch backend), bit for bit."""
+    device = torch.device(device)
+    key = _signed(int(key) % (1 << 64))
+    if device.type == "cpu" and library() is not None:
+        out = torch.empty(m, dtype=torch.int64)
+        if m:
+            library().random_words(out.data_ptr(), m, key % (1 << 64), _threads(m))
+        return out
+    z = torch.arange(1, m + 1, dtype=torch.int64, device=device).mul_(_signed(_GAMMA)).add_(key)
+    z = (z ^ _shr(z, 30)).mul_(_signed(_MIX1))
+    z = (z ^ _shr(z, 27)).mul_(_signed(_MIX2))
+    return z ^ _shr(z, 31)

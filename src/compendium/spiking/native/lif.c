@@ -300,3 +300,23 @@ int lif_static_rate_backward(const float *cur, const int16_t *bits, int thr, flo
     run(&a, threads, rate_bwd_thread);
     return 0;
 }
+
+/* Counter-based random 64-bit words: word i is the SplitMix64 output (Steele, Lea & Flood,
+ * OOPSLA 2014) of the state key + (i + 1) * 0x9E3779B97F4A7C15, so each word is computed on its
+ * own and the fill splits across threads without changing a bit. compendium.spiking.native
+ * .random_words computes the same words with tensor operations where this library is absent. */
+static inline uint64_t splitmix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+int random_words(uint64_t *out, int64_t m, uint64_t key, int threads) {
+    if (threads < 1) threads = 1;
+    if (m < (int64_t)threads * 65536) threads = (int)(m / 65536) > 1 ? (int)(m / 65536) : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int64_t i = 0; i < m; i++) out[i] = splitmix64(key + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ULL);
+    return 0;
+}
