@@ -5,7 +5,9 @@ It computes what :class:`compendium.spiking.neuron._LIFSequence`'s eager kernel 
 bit for bit (same operations, same fused multiply-adds; ``tests/test_spiking.py`` holds them
 equal), in one pass over memory per direction instead of two (forward) and six (backward)
 tensor passes per time step: on a 2-core CPU the LIF forward + backward of the bench's conv
-SNN drops from about a third of a training step to a few percent.
+SNN drops from about a third of a training step to a few percent. The same library holds the
+static-rate kernels of :func:`compendium.spiking.neuron.lif_static_rate` and
+:func:`random_words`, the counter-based random words of the graph chapter's dropout masks.
 
 The shared library is cached under ``$COMPENDIUM_NATIVE_CACHE`` (default
 ``~/.cache/compendium/native``), keyed by the source, the compiler and the CPU's feature flags

@@ -75,7 +75,7 @@ static void fwd_range(const job_t *a) {
  * that each combination is its own branch-free, vectorised loop. */
 static inline __attribute__((always_inline)) void bwd_block(
         const int reset, const int has_dn, const int reset_path, const int has_gs, const int has_gm, const int has_h,
-        int64_t len, const float *u, const float *o, const float *gs, const float *gm, const float *h,
+        int64_t len, const float *u, const float *gs, const float *gm, const float *h,
         const float *dn, float *d, float k, float th, float half_w, float inv_w, float neg_k, float neg_c) {
     for (int64_t i = 0; i < len; i++) {
         float x = 0.0f;
@@ -86,12 +86,14 @@ static inline __attribute__((always_inline)) void bwd_block(
             x = s * go;
         }
         if (has_gm) x = x + gm[i];
-        if (has_dn) x = reset == 0 ? fmaf(k * dn[i], 1.0f - o[i], x) : fmaf(dn[i], k, x);
+        /* the hard reset's o[t] is recomputed from u[t], exactly as the forward pass made it (one
+         * [T, n] array fewer to read; the other resets do not need o[t]) */
+        if (has_dn) x = reset == 0 ? fmaf(k * dn[i], 1.0f - lif_spike(0, u[i], th), x) : fmaf(dn[i], k, x);
         d[i] = x;
     }
 }
 
-#define BWD(R, DN, RP, GS, GM, H) bwd_block(R, DN, RP, GS, GM, H, len, u, o, gs, gm, h, dn, d, k, th, half_w, inv_w, neg_k, neg_c)
+#define BWD(R, DN, RP, GS, GM, H) bwd_block(R, DN, RP, GS, GM, H, len, u, gs, gm, h, dn, d, k, th, half_w, inv_w, neg_k, neg_c)
 #define BWD_H(R, DN, RP, GS, GM) if (h) BWD(R, DN, RP, GS, GM, 1); else BWD(R, DN, RP, GS, GM, 0)
 #define BWD_GM(R, DN, RP, GS) if (gm) { BWD_H(R, DN, RP, GS, 1); } else { BWD_H(R, DN, RP, GS, 0); }
 #define BWD_GS(R, DN, RP) if (gs) { BWD_GM(R, DN, RP, 1) } else { BWD_GM(R, DN, RP, 0) }
@@ -104,7 +106,7 @@ static void bwd_range(const job_t *a) {
     for (int64_t b = a->lo; b < a->hi; b += BLOCK) {
         const int64_t len = (b + BLOCK < a->hi ? b + BLOCK : a->hi) - b;
         for (int t = T - 1; t >= 0; t--) {
-            const float *u = a->mem + (int64_t)t * n + b, *o = a->spk + (int64_t)t * n + b;
+            const float *u = a->mem + (int64_t)t * n + b;
             const float *gs = a->gs ? a->gs + t * a->s_gs + b : NULL;
             const float *gm = a->gm ? a->gm + t * a->s_gm + b : NULL;
             const float *h = a->h ? a->h + (int64_t)t * n + b : NULL;
@@ -164,16 +166,16 @@ static void rate_fwd_range(const job_t *a) {
  * δ[t+1] in dn, and the current's gradient accumulated: acc ← δ[t] at t = T-1, acc + δ[t] below. */
 static inline __attribute__((always_inline)) void rate_bwd_step(
         const int reset, const int has_dn, const int reset_path, const int has_bits, int64_t len,
-        const float *u, const float *o, const float *gd, const int16_t *bits, int thr, float scale, float *dn,
+        const float *u, const float *gd, const int16_t *bits, int thr, float scale, float *dn,
         float *acc, float k, float th, float half_w, float inv_w, float neg_k, float neg_c) {
     float gs[RATE_BLOCK];
     for (int64_t i = 0; i < len; i++) gs[i] = gd[i] * (has_bits ? (bits[i] >= thr ? scale : 0.0f) : 1.0f);
-    bwd_block(reset, has_dn, reset_path, 1, 0, 0, len, u, o, gs, NULL, NULL, dn, dn, k, th, half_w, inv_w, neg_k,
+    bwd_block(reset, has_dn, reset_path, 1, 0, 0, len, u, gs, NULL, NULL, dn, dn, k, th, half_w, inv_w, neg_k,
               neg_c);
     for (int64_t i = 0; i < len; i++) acc[i] = has_dn ? acc[i] + dn[i] : dn[i];
 }
 
-#define RBWD(R, DN, RP, B) rate_bwd_step(R, DN, RP, B, len, uu, oo, gd, bits, a->thr, a->scale, dn, acc, k, th, \
+#define RBWD(R, DN, RP, B) rate_bwd_step(R, DN, RP, B, len, uu, gd, bits, a->thr, a->scale, dn, acc, k, th, \
                                          half_w, inv_w, neg_k, neg_c)
 #define RBWD_B(R, DN, RP) if (bits) { RBWD(R, DN, RP, 1); } else { RBWD(R, DN, RP, 0); }
 #define RBWD_P(R) if (t == T - 1) { RBWD_B(R, 0, 0) } else if (a->detach) { RBWD_B(R, 1, 0) } else { RBWD_B(R, 1, 1) }
@@ -201,7 +203,7 @@ static void rate_bwd_range(const job_t *a) {
         }
         for (int64_t i = 0; i < len; i++) gd[i] = a->gout[b + i] / fT;
         for (int t = T - 1; t >= 0; t--) {
-            const float *uu = U + (int64_t)t * RATE_BLOCK, *oo = O + (int64_t)t * RATE_BLOCK;
+            const float *uu = U + (int64_t)t * RATE_BLOCK;
             const int16_t *bits = a->bits ? a->bits + (int64_t)t * a->n + b : NULL;
             if (a->reset == 0) { RBWD_P(0) } else if (a->reset == 1) { RBWD_P(1) } else { RBWD_P(2) }
         }
