@@ -98,7 +98,8 @@ class _LIFSequence(torch.autograd.Function):
     # and torch.where are an order of magnitude slower here), and gradients nobody asked for
     # are not materialised. bench/step_time.py measures the effect.
     # Where the compiled kernel (compendium.spiking.native) takes the input, it computes the same
-    # numbers in one pass over memory per direction; it saves the spikes instead of the flags.
+    # numbers in one pass over memory per direction and saves only the membranes (its backward
+    # recomputes the hard reset's spikes from them, so the spikes can be freed after the next layer).
     @staticmethod
     def forward(ctx, current: Tensor, decay: float, threshold: float, reset: int, detach_reset: bool,
                 surrogate: Surrogate):
@@ -107,7 +108,7 @@ class _LIFSequence(torch.autograd.Function):
         ctx.native = native.supports(current)
         if ctx.native:
             spikes, mems = native.forward(current, decay, threshold, reset)
-            ctx.save_for_backward(spikes, mems)
+            ctx.save_for_backward(mems)
             return spikes, mems
         mems = torch.empty_like(current)
         # the zero reset works with the "did not fire" mask keep = 1 - o, the others with o
@@ -132,11 +133,12 @@ class _LIFSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor | None, grad_mems: Tensor | None):
-        flags, mems = ctx.saved_tensors  # flags: 1 - o for the zero reset, o otherwise (native: o)
         decay, threshold, reset, detach_reset, surrogate = ctx.params
         if ctx.native:
-            return (native.backward(flags, mems, grad_spikes, grad_mems, decay, threshold, reset, detach_reset,
+            (mems,) = ctx.saved_tensors
+            return (native.backward(mems, grad_spikes, grad_mems, decay, threshold, reset, detach_reset,
                                     surrogate), None, None, None, None, None)
+        flags, mems = ctx.saved_tensors  # flags: 1 - o for the zero reset, o otherwise
         grad_current = torch.empty_like(mems)
         delta_next: Tensor | None = None  # δ[t+1]
         for t in range(mems.shape[0] - 1, -1, -1):

@@ -94,7 +94,7 @@ def _build() -> ctypes.CDLL | None:
                       RuntimeWarning, stacklevel=3)
         return None
     lib.lif_forward.argtypes = [_f32p, _i64, _f32p, _f32p, _i64, _i32, _f32, _f32, _i32, _i32]
-    lib.lif_backward.argtypes = [_f32p, _f32p, _f32p, _i64, _f32p, _i64, _f32p, _f32p, _i64, _i32, _f32, _f32,
+    lib.lif_backward.argtypes = [_f32p, _f32p, _i64, _f32p, _i64, _f32p, _f32p, _i64, _i32, _f32, _f32,
                                  _i32, _i32, _f32, _f32, _f32, _f32, _i32]
     lib.lif_static_rate_forward.argtypes = [_f32p, _f32p, _i32, _f32, _f32p, _i64, _i32, _f32, _f32, _i32, _i32]
     lib.lif_static_rate_backward.argtypes = [_f32p, _f32p, _i32, _f32, _f32p, _f32p, _i64, _i32, _f32, _f32, _i32,
@@ -173,9 +173,11 @@ def _like(g: Tensor | None, mems: Tensor) -> tuple[Tensor | None, int]:
     return torch.empty_like(mems).copy_(g), n
 
 
-def backward(spikes: Tensor, mems: Tensor, grad_spikes: Tensor | None, grad_mems: Tensor | None, decay: float,
-             threshold: float, reset: int, detach_reset: bool, surrogate) -> Tensor:
-    """The gradient w.r.t. the current, from the saved spikes and membranes (BPTT, see neuron.py)."""
+def backward(mems: Tensor, grad_spikes: Tensor | None, grad_mems: Tensor | None, decay: float, threshold: float,
+             reset: int, detach_reset: bool, surrogate) -> Tensor:
+    """The gradient w.r.t. the current, from the saved membranes (BPTT, see neuron.py): where the
+    hard reset needs the spikes ``o[t]``, the kernel recomputes them from ``u[t]`` as the forward
+    pass made them."""
     from compendium.spiking.surrogate import Rectangular
 
     T = mems.shape[0]
@@ -195,7 +197,7 @@ def backward(spikes: Tensor, mems: Tensor, grad_spikes: Tensor | None, grad_mems
         for t in range(T):
             surrogate.grad_(torch.sub(mems[t], threshold, out=h[t]))
     c = threshold if reset == 1 else decay * threshold
-    library().lif_backward(mems.data_ptr(), spikes.data_ptr(), gs.data_ptr() if gs is not None else None, s_gs,
+    library().lif_backward(mems.data_ptr(), gs.data_ptr() if gs is not None else None, s_gs,
                            gm.data_ptr() if gm is not None else None, s_gm, h.data_ptr() if h is not None else None,
                            grad.data_ptr(), n, T, decay, threshold, reset, int(detach_reset), width / 2,
                            1.0 / width, -decay, -c, _threads(n))

@@ -22,7 +22,7 @@
 
 typedef struct {
     const float *cur; int64_t s_cur;                /* input current, time stride */
-    float *mem, *spk;                               /* outputs [T, n] */
+    float *mem, *spk;                               /* outputs [T, n] (backward: the saved membranes) */
     const float *gs; int64_t s_gs;                  /* grad of spikes (or NULL), time stride */
     const float *gm; int64_t s_gm;                  /* grad of membranes (or NULL), time stride */
     const float *h;                                 /* surrogate derivative [T, n] (or NULL: rectangular) */
@@ -265,12 +265,12 @@ int lif_forward(const float *cur, int64_t s_cur, float *mem, float *spk, int64_t
     return 0;
 }
 
-int lif_backward(float *mem, float *spk, const float *gs, int64_t s_gs, const float *gm, int64_t s_gm,
+int lif_backward(float *mem, const float *gs, int64_t s_gs, const float *gm, int64_t s_gm,
                  const float *h, float *gcur, int64_t n, int T, float k, float th, int reset, int detach,
                  float half_w, float inv_w, float neg_k, float neg_c, int threads) {
     job_t a;
     memset(&a, 0, sizeof a);
-    a.mem = mem; a.spk = spk; a.gs = gs; a.s_gs = s_gs; a.gm = gm; a.s_gm = s_gm; a.h = h; a.gcur = gcur;
+    a.mem = mem; a.gs = gs; a.s_gs = s_gs; a.gm = gm; a.s_gm = s_gm; a.h = h; a.gcur = gcur;
     a.n = n; a.T = T; a.k = k; a.th = th; a.reset = reset; a.detach = detach; a.half_w = half_w; a.inv_w = inv_w;
     a.neg_k = neg_k; a.neg_c = neg_c;
     run(&a, threads, bwd_thread);
