@@ -69,7 +69,6 @@ def test_variable_ratios_and_tied_cases_against_brute_force():
 
 
 def test_sets_without_a_case_or_control_are_left_out():
-    z = np.arange(10.0)[:, None]
     case = np.array([1, 0, 0, 0, 0, 1, 1, 0, 1, 0])
     groups = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])  # set 1 has no case
     sets = MatchedSets.from_groups(case, groups)
