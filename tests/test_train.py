@@ -54,6 +54,29 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(resumed.state_dict()[k], v)
 
 
+def test_test_every_evaluates_the_test_set_every_kth_and_last_epoch_and_trains_the_same_model():
+    """A direct-coded net draws no random numbers in evaluation, so skipping test passes leaves
+    the trained model bit for bit as it was; the test set is read at epochs 2, 4 and the last."""
+    data = blobs(128)
+    nets, hists = [], []
+    for every in (1, 2):
+        torch.manual_seed(0)
+        net = spiking_mlp((8, 12, 2), T=4, encoding="direct")
+        hists.append(fit(net, data, test=data, epochs=5, lr=0.01, batch_size=32, seed=1, show_progress=False,
+                         test_every=every))
+        nets.append(net)
+    tested = [r["epoch"] for r in hists[1].records if "test_acc" in r]
+    assert tested == [2, 4, 5]
+    assert [a == a for a in hists[1]["test_acc"]] == [False, True, False, True, True]  # NaN where not tested
+    assert hists[1].last("test_acc") == hists[0].last("test_acc")
+    assert hists[1]["train_loss"] == hists[0]["train_loss"]
+    for (k, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
+        assert torch.equal(a, b), k
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="test_every"):
+            fit(nn.Linear(8, 2), data, epochs=1, test_every=bad, show_progress=False)
+
+
 def test_same_seed_same_numbers():
     data = blobs(128)
     runs = []

@@ -147,8 +147,7 @@ def depth_sweep_training(builder: Callable[[str, int], Callable[[], nn.Module]],
     if tune_depth not in depths:
         raise ValueError(f"tune_depth {tune_depth} must be one of the swept depths {list(depths)}")
     common = dict(tune_epochs=tune_epochs, epochs=epochs, seeds=seeds, val_fraction=val_fraction, split_seed=split_seed,
-                  batch_size=batch_size, device=device, probe=probe, test_each_epoch=True,
-                  keep_models=True)
+                  batch_size=batch_size, device=device, probe=probe, keep_models=True)
     tuning = compare_tuned({b: builder(b, tune_depth) for b in blocks}, train, test, lrs=lrs, **common)
     runs = {(b, tune_depth): tuning.runs_of(b) for b in blocks}
     for depth in depths:
