@@ -344,3 +344,57 @@ def test_static_rate_refuses_a_mask_of_the_wrong_shape():
 
     with pytest.raises(ValueError, match="keep_bits must have shape"):
         lif_static_rate(torch.zeros(4, 3), 5, 0.5, 0.5, keep_bits=torch.zeros(4, 4, 3, dtype=torch.int16))
+
+
+def _pool_run(x: torch.Tensor, fused: bool, kwargs: dict):
+    from compendium.spiking import lif_maxpool2d
+
+    leaf = x[0].detach().clone().requires_grad_() if x.stride(0) == 0 else x.detach().clone().requires_grad_()
+    inp = leaf.unsqueeze(0).expand(x.shape) if x.stride(0) == 0 else leaf
+    if fused:
+        out = lif_maxpool2d(inp, **kwargs)
+    else:
+        s, _ = lif_sequence(inp, **kwargs)
+        out = nn.functional.max_pool2d(s.reshape(-1, *s.shape[2:]), 2).reshape(*s.shape[:2], -1,
+                                                                               s.shape[3] // 2, s.shape[4] // 2)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(3)))
+    return out.detach(), leaf.grad
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 8, 6), (3, 2, 4, 7, 6), (1, 2, 3, 2, 2)], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "repeated"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("detach", [False, True])
+def test_lif_maxpool2d_equals_lif_then_max_pool(shape, layout, reset, detach, monkeypatch):
+    """The fused LIF + 2×2 max pooling gives lif_sequence → max_pool2d bit for bit: pooled spikes,
+    the gradient w.r.t. the current (routed to each window's first spiking element, as
+    max_pool2d routes it) and the memory format; the compiled kernel runs on even-sized
+    channels-last input, the composition elsewhere (odd sizes, NCHW)."""
+    from compendium.spiking import native
+
+    calls = []
+    real = native.pool_forward
+    monkeypatch.setattr(native, "pool_forward", lambda *a: (calls.append(1), real(*a))[1])
+    T, N, C, H, W = shape
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(4)) * 0.6 + 0.35
+    if layout in ("channels_last", "repeated"):
+        x = x.reshape(T * N, C, H, W).contiguous(memory_format=torch.channels_last).view(shape)
+    if layout == "repeated":
+        x = x[0].unsqueeze(0).expand(shape)
+    kwargs = dict(decay=0.3, threshold=0.45, reset=reset, detach_reset=detach, surrogate=Rectangular(1.0))
+    ours, ref = _pool_run(x, True, kwargs), _pool_run(x, False, kwargs)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape and a.stride() == b.stride() and torch.equal(a, b)
+    if T > 1:  # windows that stay silent, and windows where several elements spike (ties to route)
+        s, _ = lif_sequence(x, **kwargs)
+        per_window = nn.functional.avg_pool2d(s.reshape(T * N, C, H, W), 2) * 4
+        assert float((per_window == 0).sum()) > 0 and float((per_window >= 2).sum()) > 0
+    kernel = native.library() is not None and layout != "contiguous" and H % 2 == 0 and W % 2 == 0
+    assert bool(calls) == kernel
+
+
+def test_lif_maxpool2d_refuses_non_image_sequences():
+    from compendium.spiking import lif_maxpool2d
+
+    with pytest.raises(ValueError, match=r"\[T, N, C, H, W\]"):
+        lif_maxpool2d(torch.rand(4, 2, 8, 8), 0.5, 0.5)

@@ -181,6 +181,57 @@ def lif_sequence(current: Tensor, decay: float | Tensor, threshold: float | Tens
     return _LIFSequence.apply(current, float(decay), float(threshold), _RESET_CODE[reset], bool(detach_reset), surrogate)
 
 
+class _LIFMaxPool(torch.autograd.Function):
+    # The compiled LIF + 2x2 max-pool kernel (compendium.spiking.native.pool_forward): the
+    # [T, ...] spikes and max_pool2d's indices are never stored; the backward pass recomputes
+    # both from the saved membranes and gives what lif_sequence followed by max_pool2d gives.
+    @staticmethod
+    def forward(ctx, current: Tensor, decay: float, threshold: float, reset: int, detach_reset: bool,
+                surrogate: Surrogate):
+        ctx.set_materialize_grads(False)
+        ctx.params = (decay, threshold, reset, detach_reset, surrogate)
+        pooled, mems = native.pool_forward(current, decay, threshold, reset)
+        ctx.save_for_backward(mems)
+        return pooled
+
+    @staticmethod
+    def backward(ctx, grad_pooled: Tensor | None):
+        (mems,) = ctx.saved_tensors
+        if grad_pooled is None:
+            return None, None, None, None, None, None
+        decay, threshold, reset, detach_reset, surrogate = ctx.params
+        return (native.pool_backward(mems, grad_pooled, decay, threshold, reset, detach_reset, surrogate),
+                None, None, None, None, None)
+
+
+def lif_maxpool2d(current: Tensor, decay: float | Tensor, threshold: float | Tensor, reset: Reset = "zero",
+                  detach_reset: bool = False, surrogate: Surrogate | None = None) -> Tensor:
+    """A multi-step LIF layer over ``current [T, N, C, H, W]`` followed by 2×2 max pooling of
+    stride 2: ``max_pool2d(o[t], 2)`` for every step, ``[T, N, C, H//2, W//2]``.
+
+    Max pooling of binary spikes is an OR over each window, so the LIF and the pooling can run
+    as one kernel that never stores the full-resolution spikes nor the pooling indices (the
+    conv-SNN layers of the STBP papers, e.g. Deng et al. 2019 §IV). Where the compiled kernel
+    takes the input (:func:`compendium.spiking.native.supports_pool`: float32 CPU, NCHW or
+    channels-last slices, even ``H`` and ``W``, plain-number ``decay`` and ``threshold``, the
+    rectangular surrogate) the output, the gradient and the memory format are those of
+    :func:`lif_sequence` followed by :func:`torch.nn.functional.max_pool2d`, bit for bit
+    (max_pool2d routes a window's gradient to its first maximum in scan order, which the
+    kernel recomputes from the membranes); otherwise it runs exactly that composition."""
+    _check(reset)
+    surrogate = surrogate or Rectangular()
+    plain = not isinstance(decay, Tensor) and not isinstance(threshold, Tensor)
+    if current.dim() != 5:
+        raise ValueError(f"current must be [T, N, C, H, W], got shape {tuple(current.shape)}")
+    if plain and native.supports_pool(current, surrogate):
+        return _LIFMaxPool.apply(current, float(decay), float(threshold), _RESET_CODE[reset], bool(detach_reset),
+                                 surrogate)
+    spikes, _ = lif_sequence(current, decay, threshold, reset, detach_reset, surrogate)
+    T, N = spikes.shape[:2]
+    pooled = torch.nn.functional.max_pool2d(spikes.reshape(T * N, *spikes.shape[2:]), 2)
+    return pooled.reshape(T, N, *pooled.shape[1:])
+
+
 class _StaticLIFRate(torch.autograd.Function):
     # The rate of a LIF driven by one current at every step, optionally dropped out per step.
     # Native (compendium.spiking.native, lif.c) where it applies, else the same operations in the

@@ -6,8 +6,11 @@ bit for bit (same operations, same fused multiply-adds; ``tests/test_spiking.py`
 equal), in one pass over memory per direction instead of two (forward) and six (backward)
 tensor passes per time step: on a 2-core CPU the LIF forward + backward of the bench's conv
 SNN drops from about a third of a training step to a few percent. The same library holds the
-static-rate kernels of :func:`compendium.spiking.neuron.lif_static_rate` and
-:func:`random_words`, the counter-based random words of the graph chapter's dropout masks.
+static-rate kernels of :func:`compendium.spiking.neuron.lif_static_rate`, the LIF + 2×2
+max-pool kernels of :func:`compendium.spiking.neuron.lif_maxpool2d` (channels-last slices:
+the full-resolution spikes and the pooling indices are never stored; the backward pass
+recomputes them from the membranes) and :func:`random_words`, the counter-based random
+words of the graph chapter's dropout masks.
 
 The shared library is cached under ``$COMPENDIUM_NATIVE_CACHE`` (default
 ``~/.cache/compendium/native``), keyed by the source, the compiler and the CPU's feature flags
@@ -99,6 +102,10 @@ def _build() -> ctypes.CDLL | None:
     lib.lif_static_rate_forward.argtypes = [_f32p, _f32p, _i32, _f32, _f32p, _i64, _i32, _f32, _f32, _i32, _i32]
     lib.lif_static_rate_backward.argtypes = [_f32p, _f32p, _i32, _f32, _f32p, _f32p, _i64, _i32, _f32, _f32, _i32,
                                              _i32, _f32, _f32, _f32, _f32, _f32p, _i32]
+    lib.lif_pool_forward.argtypes = [_f32p, _i64, _f32p, _f32p, _i64, _i64, _i64, _i64, _i32, _f32, _f32, _i32, _i32]
+    lib.lif_pool_backward.argtypes = [_f32p, _f32p, _i64, _f32p, _i64, _i64, _i64, _i64, _i32, _f32, _f32, _i32, _i32,
+                                      _f32, _f32, _f32, _f32, _i32]
+    lib.lif_pool_forward.restype = lib.lif_pool_backward.restype = _i32
     lib.rate_scratch_floats.argtypes, lib.rate_scratch_floats.restype = [_i32, _i32], _i64
     lib.random_words.argtypes, lib.random_words.restype = [_f32p, _i64, ctypes.c_uint64, _i32], _i32
     lib.lif_forward.restype = lib.lif_backward.restype = _i32
@@ -201,6 +208,53 @@ def backward(mems: Tensor, grad_spikes: Tensor | None, grad_mems: Tensor | None,
                            gm.data_ptr() if gm is not None else None, s_gm, h.data_ptr() if h is not None else None,
                            grad.data_ptr(), n, T, decay, threshold, reset, int(detach_reset), width / 2,
                            1.0 / width, -decay, -c, _threads(n))
+    return grad
+
+
+def supports_pool(current: Tensor, surrogate) -> bool:
+    """Whether :func:`pool_forward` takes ``current [T, N, C, H, W]``: what :func:`supports`
+    asks, each slice dense channels-last (the kernel vectorises over the channels; an NCHW
+    slice runs faster through the unfused layers), ``H`` and ``W`` even, the rectangular surrogate."""
+    from compendium.spiking.surrogate import Rectangular
+
+    if type(surrogate) is not Rectangular or current.dim() != 5 or not supports(current):
+        return False
+    H, W = current.shape[-2:]
+    return H % 2 == 0 and W % 2 == 0 and current[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def pool_forward(current: Tensor, decay: float, threshold: float, reset: int) -> tuple[Tensor, Tensor]:
+    """``(pooled spikes [T, N, C, H/2, W/2], membranes [T, N, C, H, W])``: the LIF over
+    ``current`` followed by 2×2 max pooling of stride 2, without storing the spikes (see
+    :func:`supports_pool`); both outputs keep the current's memory format."""
+    T, N, C, H, W = current.shape
+    fmt = _slice_format(current[0])
+    mems, pooled = _empty(current.shape, fmt), _empty(torch.Size((T, N, C, H // 2, W // 2)), fmt)
+    if current[0].numel():
+        planes, H, W, cs = N, H, W, C  # channels-last: a plane per image, the channels innermost
+        library().lif_pool_forward(current.data_ptr(), current.stride(0) if T > 1 else 0, mems.data_ptr(),
+                                   pooled.data_ptr(), planes, H, W, cs, T, decay, threshold, reset,
+                                   _threads(current[0].numel()))
+    return pooled, mems
+
+
+def pool_backward(mems: Tensor, grad_pooled: Tensor, decay: float, threshold: float, reset: int, detach_reset: bool,
+                  surrogate) -> Tensor:
+    """The gradient w.r.t. the current of :func:`pool_forward`, from the saved membranes."""
+    T = mems.shape[0]
+    grad = torch.empty_like(mems)
+    if not mems[0].numel():
+        return grad
+    fmt = _slice_format(mems[0])
+    if not (grad_pooled.dtype == torch.float32 and grad_pooled[0].is_contiguous(memory_format=fmt)
+            and (T == 1 or grad_pooled.stride(0) in (0, mems[0].numel() // 4))):
+        grad_pooled = _empty(grad_pooled.shape, fmt).copy_(grad_pooled)
+    planes, cs, H, W = mems.shape[1:]
+    c = threshold if reset == 1 else decay * threshold
+    library().lif_pool_backward(mems.data_ptr(), grad_pooled.data_ptr(), grad_pooled.stride(0) if T > 1 else 0,
+                                grad.data_ptr(), planes, H, W, cs, T, decay, threshold, reset, int(detach_reset),
+                                surrogate.width / 2, 1.0 / surrogate.width, -decay, -c,
+                                _threads(mems[0].numel()))
     return grad
 
 

@@ -34,6 +34,10 @@ typedef struct {
     const int16_t *bits; int thr; float scale;      /* keep mask: bits[t*n+i] >= thr (NULL: keep all), scale */
     const float *gout; float *out;                  /* grad of the rate [n] / the rate [n] */
     float *scratch; int64_t scratch_per;            /* per-thread scratch (backward: 2 T RATE_BLOCK floats) */
+    /* the LIF + 2x2 max-pool kernels (lif_pool_*): n counts output rows, n_in/n_out the floats of a slice */
+    float *pool; const float *gp; int64_t s_gp;     /* pooled spikes [T, n_out] / their grad, time stride */
+    int64_t n_in, n_out, H, W, cs;                  /* slice [N, C, H, W]: H rows of W cs floats per plane */
+    int64_t unit;                                   /* floats per unit of work (0: n counts floats) */
 } job_t;
 
 /* One LIF step of one element, with the eager kernel's operations (reset is a compile-time
@@ -71,26 +75,36 @@ static void fwd_range(const job_t *a) {
     }
 }
 
+/* The BPTT step of one element: δ[t] from the spike gradient go (and gm, h where given), the
+ * membrane u[t] and δ[t+1] = dn. The flags are compile-time constants at every call. */
+static inline __attribute__((always_inline)) float bptt_elem(
+        const int reset, const int has_dn, const int reset_path, const int has_gs, const int has_gm, const int has_h,
+        float go, float gm, float h, float u, float dn, float k, float th, float half_w, float inv_w, float neg_k,
+        float neg_c) {
+    float x = 0.0f;
+    if (has_gs || reset_path) {
+        if (!has_gs) go = 0.0f;
+        if (reset_path) go = reset == 0 ? fmaf(neg_k * dn, u, go) : fmaf(dn, neg_c, go);
+        float s = has_h ? h : (fabsf(u - th) < half_w ? 1.0f : 0.0f) * inv_w;  /* exact for inv_w = 1 */
+        x = s * go;
+    }
+    if (has_gm) x = x + gm;
+    /* the hard reset's o[t] is recomputed from u[t], exactly as the forward pass made it (one
+     * [T, n] array fewer to read; the other resets do not need o[t]) */
+    if (has_dn) x = reset == 0 ? fmaf(k * dn, 1.0f - lif_spike(0, u, th), x) : fmaf(dn, k, x);
+    return x;
+}
+
 /* One block of one backward step; the flags are compile-time constants at every call below, so
  * that each combination is its own branch-free, vectorised loop. */
 static inline __attribute__((always_inline)) void bwd_block(
         const int reset, const int has_dn, const int reset_path, const int has_gs, const int has_gm, const int has_h,
         int64_t len, const float *u, const float *gs, const float *gm, const float *h,
         const float *dn, float *d, float k, float th, float half_w, float inv_w, float neg_k, float neg_c) {
-    for (int64_t i = 0; i < len; i++) {
-        float x = 0.0f;
-        if (has_gs || reset_path) {
-            float go = has_gs ? gs[i] : 0.0f;
-            if (reset_path) go = reset == 0 ? fmaf(neg_k * dn[i], u[i], go) : fmaf(dn[i], neg_c, go);
-            float s = has_h ? h[i] : (fabsf(u[i] - th) < half_w ? 1.0f : 0.0f) * inv_w;  /* exact for inv_w = 1 */
-            x = s * go;
-        }
-        if (has_gm) x = x + gm[i];
-        /* the hard reset's o[t] is recomputed from u[t], exactly as the forward pass made it (one
-         * [T, n] array fewer to read; the other resets do not need o[t]) */
-        if (has_dn) x = reset == 0 ? fmaf(k * dn[i], 1.0f - lif_spike(0, u[i], th), x) : fmaf(dn[i], k, x);
-        d[i] = x;
-    }
+    for (int64_t i = 0; i < len; i++)
+        d[i] = bptt_elem(reset, has_dn, reset_path, has_gs, has_gm, has_h, has_gs ? gs[i] : 0.0f,
+                         has_gm ? gm[i] : 0.0f, has_h ? h[i] : 0.0f, u[i], has_dn ? dn[i] : 0.0f, k, th, half_w,
+                         inv_w, neg_k, neg_c);
 }
 
 #define BWD(R, DN, RP, GS, GM, H) bwd_block(R, DN, RP, GS, GM, H, len, u, gs, gm, h, dn, d, k, th, half_w, inv_w, neg_k, neg_c)
@@ -211,20 +225,129 @@ static void rate_bwd_range(const job_t *a) {
     }
 }
 
+/* ---- A LIF layer followed by 2x2 max pooling of stride 2 ----------------------------------
+ * One time slice [N, C, H, W] (H, W even) is dense channels-last (NHWC; cs = C): a plane (one
+ * image) holds H rows of W·cs floats, element (h, w, c) at (h W + w) cs + c, and the pooled
+ * slice [N, C, H/2, W/2] has the same layout. (The loops vectorise over the channels; for an
+ * NCHW slice, where a window's lanes are 1 float apart, the unfused layers are faster.) A unit of work is
+ * one pooled row: input rows 2 h2 and 2 h2 + 1 of one plane, for all T steps. The forward pass
+ * writes the membranes and the pooled spikes; the [T, n] spikes are never stored (o[t-1] is
+ * recomputed from u[t-1] as the forward step made it). max_pool2d's backward routes a pooled
+ * gradient to the first maximum of the window in scan order (00, 01, 10, 11); for binary spikes
+ * that is the first element that fired, or element 00 when none did, and every other element
+ * receives exactly 0, so the backward pass here recomputes the spikes from u[t] and feeds
+ * bptt_elem the spike gradient the unfused layers would have: the same numbers bit for bit. */
+static inline __attribute__((always_inline)) void pool_fwd_unit(const int reset, const job_t *a, int64_t j) {
+    const int64_t H2 = a->H / 2, W2 = a->W / 2, cs = a->cs, len = a->W * cs;
+    const int64_t o = j / H2, h2 = j % H2;
+    const int64_t r0 = o * a->H * len + 2 * h2 * len, q0 = o * H2 * W2 * cs + h2 * W2 * cs;
+    const float k = a->k, th = a->th, neg_th = -a->th;
+    for (int t = 0; t < a->T; t++) {
+        const float *I = a->cur + t * a->s_cur + r0;
+        float *u = a->mem + (int64_t)t * a->n_in + r0;
+        if (t == 0) {
+            for (int64_t i = 0; i < 2 * len; i++) u[i] = I[i];
+        } else {
+            const float *up = u - a->n_in;
+            for (int64_t i = 0; i < 2 * len; i++) u[i] = lif_next(reset, up[i], lif_spike(reset, up[i], th), I[i], k, neg_th);
+        }
+        float *p = a->pool + (int64_t)t * a->n_out + q0;
+        for (int64_t w2 = 0; w2 < W2; w2++) {
+            const float *u0 = u + 2 * w2 * cs, *u1 = u0 + len;
+            float *pw = p + w2 * cs;
+            for (int64_t c = 0; c < cs; c++) {
+                float s = lif_spike(reset, u0[c], th) + lif_spike(reset, u0[c + cs], th)
+                        + lif_spike(reset, u1[c], th) + lif_spike(reset, u1[c + cs], th);
+                pw[c] = s > 0.0f ? 1.0f : 0.0f;
+            }
+        }
+    }
+}
+
+static void pool_fwd_range(const job_t *a) {
+    for (int64_t j = a->lo; j < a->hi; j++) {
+        if (a->reset == 0) pool_fwd_unit(0, a, j); else if (a->reset == 1) pool_fwd_unit(1, a, j); else pool_fwd_unit(2, a, j);
+    }
+}
+
+/* The four elements of one window at step t: routed spike gradients, then bptt_elem. Element
+ * (r, s) of the window is read at u_rs[I] and written at d_rs[I] (δ[t+1] at e_rs[I]); the
+ * pooled gradient at gp[I]. */
+#define POOL_BWD_WINDOW(R, DN, RP, I)                                                                    \
+    {                                                                                                    \
+        const float v00 = u00[I], v01 = u01[I], v10 = u10[I], v11 = u11[I], g = gp[I];                   \
+        const float s00 = lif_spike(R, v00, th), s01 = lif_spike(R, v01, th), s10 = lif_spike(R, v10, th); \
+        const float s11 = lif_spike(R, v11, th);                                                         \
+        const float n00 = 1.0f - s00, n01 = n00 * (1.0f - s01), n10 = n01 * (1.0f - s10);                \
+        const float g00 = (s00 + n10 * (1.0f - s11)) > 0.0f ? g : 0.0f;  /* fired first, or none fired */ \
+        const float g01 = n00 * s01 > 0.0f ? g : 0.0f, g10 = n01 * s10 > 0.0f ? g : 0.0f;                \
+        const float g11 = n10 * s11 > 0.0f ? g : 0.0f;                                                   \
+        d00[I] = bptt_elem(R, DN, RP, 1, 0, 0, g00, 0.0f, 0.0f, v00, DN ? e00[I] : 0.0f, k, th, half_w, inv_w, neg_k, neg_c); \
+        d01[I] = bptt_elem(R, DN, RP, 1, 0, 0, g01, 0.0f, 0.0f, v01, DN ? e01[I] : 0.0f, k, th, half_w, inv_w, neg_k, neg_c); \
+        d10[I] = bptt_elem(R, DN, RP, 1, 0, 0, g10, 0.0f, 0.0f, v10, DN ? e10[I] : 0.0f, k, th, half_w, inv_w, neg_k, neg_c); \
+        d11[I] = bptt_elem(R, DN, RP, 1, 0, 0, g11, 0.0f, 0.0f, v11, DN ? e11[I] : 0.0f, k, th, half_w, inv_w, neg_k, neg_c); \
+    }
+
+/* m windows side by side (the channels of one window position); the pointers are restrict-
+ * qualified (the four lanes never overlap within the loop), which lets the compiler vectorise it */
+static inline __attribute__((always_inline)) void pool_bwd_lanes(
+        const int R, const int DN, const int RP, int64_t m, const float *restrict u00, const float *restrict u01,
+        const float *restrict u10, const float *restrict u11, const float *restrict e00, const float *restrict e01,
+        const float *restrict e10, const float *restrict e11, const float *restrict gp, float *restrict d00,
+        float *restrict d01, float *restrict d10, float *restrict d11, float k, float th, float half_w, float inv_w,
+        float neg_k, float neg_c) {
+    for (int64_t c = 0; c < m; c++) POOL_BWD_WINDOW(R, DN, RP, c)
+}
+
+static inline __attribute__((always_inline)) void pool_bwd_step(const int reset, const int has_dn, const int reset_path,
+                                                                 const job_t *a, int t, int64_t r0, int64_t q0) {
+    const int64_t W2 = a->W / 2, cs = a->cs, len = a->W * cs;
+    const float k = a->k, th = a->th, half_w = a->half_w, inv_w = a->inv_w, neg_k = a->neg_k, neg_c = a->neg_c;
+    const float *u = a->mem + (int64_t)t * a->n_in + r0;
+    float *d = a->gcur + (int64_t)t * a->n_in + r0;
+    const float *e = has_dn ? d + a->n_in : NULL;  /* δ[t+1] */
+    const float *gp = a->gp + t * a->s_gp + q0;
+    for (int64_t w2 = 0; w2 < W2; w2++) {  /* the channels of one window position are contiguous */
+        const float *u0 = u + 2 * w2 * cs, *u1 = u0 + len;
+        float *d0 = d + 2 * w2 * cs, *d1 = d0 + len;
+        const float *e0 = has_dn ? e + 2 * w2 * cs : u0, *e1 = has_dn ? e0 + len : u1;  /* unread without δ[t+1] */
+        pool_bwd_lanes(reset, has_dn, reset_path, cs, u0, u0 + cs, u1, u1 + cs, e0, e0 + cs, e1, e1 + cs,
+                       gp + w2 * cs, d0, d0 + cs, d1, d1 + cs, k, th, half_w, inv_w, neg_k, neg_c);
+    }
+}
+
+#define PBWD_P(R) if (t == a->T - 1) { pool_bwd_step(R, 0, 0, a, t, r0, q0); } \
+                  else if (a->detach) { pool_bwd_step(R, 1, 0, a, t, r0, q0); } else { pool_bwd_step(R, 1, 1, a, t, r0, q0); }
+
+static void pool_bwd_range(const job_t *a) {
+    const int64_t H2 = a->H / 2, W2 = a->W / 2, cs = a->cs, len = a->W * cs;
+    for (int64_t j = a->lo; j < a->hi; j++) {
+        const int64_t o = j / H2, h2 = j % H2;
+        const int64_t r0 = o * a->H * len + 2 * h2 * len, q0 = o * H2 * W2 * cs + h2 * W2 * cs;
+        for (int t = a->T - 1; t >= 0; t--) {
+            if (a->reset == 0) { PBWD_P(0) } else if (a->reset == 1) { PBWD_P(1) } else { PBWD_P(2) }
+        }
+    }
+}
+
 static void *fwd_thread(void *p) { fwd_range((const job_t *)p); return NULL; }
 static void *bwd_thread(void *p) { bwd_range((const job_t *)p); return NULL; }
 static void *rate_fwd_thread(void *p) { rate_fwd_range((const job_t *)p); return NULL; }
 static void *rate_bwd_thread(void *p) { rate_bwd_range((const job_t *)p); return NULL; }
+static void *pool_fwd_thread(void *p) { pool_fwd_range((const job_t *)p); return NULL; }
+static void *pool_bwd_thread(void *p) { pool_bwd_range((const job_t *)p); return NULL; }
 
 static void run(job_t *base, int threads, void *(*fn)(void *)) {
-    int64_t n = base->n;
+    int64_t n = base->n, unit = base->unit > 0 ? base->unit : 1, work = n * unit;
+    const int64_t align = unit > 1 ? 1 : 64;  /* chunks of whole cache lines of floats */
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (n < (int64_t)threads * 16384) threads = (int)(n / 16384) > 1 ? (int)(n / 16384) : 1;
+    if (work < (int64_t)threads * 16384) threads = (int)(work / 16384) > 1 ? (int)(work / 16384) : 1;
+    if (threads > n) threads = n > 1 ? (int)n : 1;
 #ifdef _OPENMP
     /* PyTorch's own OpenMP runtime (libgomp.so.1 is already loaded by torch, so this library binds
      * to it): its worker threads are the ones ATen just used, hot and not competing with ours */
-    int64_t chunk_ = ((n + threads - 1) / threads + 63) / 64 * 64;
+    int64_t chunk_ = ((n + threads - 1) / threads + align - 1) / align * align;
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
     for (int j = 0; j < threads; j++) {
         job_t job = *base;
@@ -238,7 +361,7 @@ static void run(job_t *base, int threads, void *(*fn)(void *)) {
     job_t jobs[MAX_THREADS];
     pthread_t tid[MAX_THREADS];
     int started[MAX_THREADS];
-    int64_t chunk = ((n + threads - 1) / threads + 63) / 64 * 64;
+    int64_t chunk = ((n + threads - 1) / threads + align - 1) / align * align;
     for (int j = 0; j < threads; j++) {
         jobs[j] = *base;
         jobs[j].lo = (int64_t)j * chunk < n ? (int64_t)j * chunk : n;
@@ -300,6 +423,33 @@ int lif_static_rate_backward(const float *cur, const int16_t *bits, int thr, flo
     a.k = k; a.th = th; a.reset = reset; a.detach = detach; a.half_w = half_w; a.inv_w = inv_w; a.neg_k = neg_k;
     a.neg_c = neg_c;
     run(&a, threads, rate_bwd_thread);
+    return 0;
+}
+
+/* cur/mem [T, n_in] (cur's time stride s_cur, 0: one slice for all steps), pool [T, n_in / 4];
+ * a slice is planes × H rows of W cs floats (see pool_fwd_unit) */
+int lif_pool_forward(const float *cur, int64_t s_cur, float *mem, float *pool, int64_t planes, int64_t H, int64_t W,
+                     int64_t cs, int T, float k, float th, int reset, int threads) {
+    job_t a;
+    memset(&a, 0, sizeof a);
+    a.cur = cur; a.s_cur = s_cur; a.mem = mem; a.pool = pool; a.T = T; a.k = k; a.th = th; a.reset = reset;
+    a.H = H; a.W = W; a.cs = cs; a.n_in = planes * H * W * cs; a.n_out = a.n_in / 4;
+    a.n = planes * (H / 2); a.unit = 2 * W * cs;  /* floats of one slice per unit */
+    run(&a, threads, pool_fwd_thread);
+    return 0;
+}
+
+/* gp: the pooled spikes' gradient [T, n_in / 4] (time stride s_gp); gcur [T, n_in] */
+int lif_pool_backward(const float *mem, const float *gp, int64_t s_gp, float *gcur, int64_t planes, int64_t H,
+                      int64_t W, int64_t cs, int T, float k, float th, int reset, int detach, float half_w,
+                      float inv_w, float neg_k, float neg_c, int threads) {
+    job_t a;
+    memset(&a, 0, sizeof a);
+    a.mem = (float *)mem; a.gp = gp; a.s_gp = s_gp; a.gcur = gcur; a.T = T; a.k = k; a.th = th; a.reset = reset;
+    a.detach = detach; a.half_w = half_w; a.inv_w = inv_w; a.neg_k = neg_k; a.neg_c = neg_c;
+    a.H = H; a.W = W; a.cs = cs; a.n_in = planes * H * W * cs; a.n_out = a.n_in / 4;
+    a.n = planes * (H / 2); a.unit = 2 * W * cs;  /* floats of one slice per unit */
+    run(&a, threads, pool_bwd_thread);
     return 0;
 }
 
