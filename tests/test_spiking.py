@@ -398,3 +398,33 @@ def test_lif_maxpool2d_refuses_non_image_sequences():
 
     with pytest.raises(ValueError, match=r"\[T, N, C, H, W\]"):
         lif_maxpool2d(torch.rand(4, 2, 8, 8), 0.5, 0.5)
+
+
+def test_spiking_body_fuses_lif_and_pooling_unless_hooks_observe_them(monkeypatch):
+    """SpikingClassifier runs each LIF → max-pool pair fused when nothing observes the layers and
+    one layer at a time under hooks (OpCounter, activity penalties): the same logits and
+    parameter gradients either way, and the hooks still see every layer."""
+    import copy
+
+    from compendium.spiking import native
+    from compendium.spiking.nets import spiking_convnet
+
+    calls = []
+    real = native.pool_forward
+    monkeypatch.setattr(native, "pool_forward", lambda *a: (calls.append(a[0].shape), real(*a))[1])
+    torch.manual_seed(0)
+    net = spiking_convnet(T=3, channels=(4, 6), hidden=16, encoding="direct").to(memory_format=torch.channels_last)
+    twin = copy.deepcopy(net)
+    x = torch.rand(5, 1, 28, 28)
+    y = torch.randint(0, 10, (5,))
+    nn.functional.cross_entropy(net(x), y).backward()
+    fused_calls = len(calls)
+    calls.clear()
+    with OpCounter(twin) as c:
+        nn.functional.cross_entropy(twin(x), y).backward()
+    assert not calls and c.totals(5)["snn_sops"] > 0
+    assert fused_calls == (2 if native.library() is not None else 0)
+    assert torch.equal(net(x), twin(x))
+    for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
+        assert torch.equal(a.grad, b.grad), name
+    assert list(net.state_dict()) == list(twin.state_dict())

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from torch import Tensor, nn
 
 from compendium.spiking.layers import Encoder, MeanOverTime, SeqFold
-from compendium.spiking.neuron import LIF
+from compendium.spiking.neuron import LIF, lif_maxpool2d
 
 
 def conv_stages(in_channels: int, channels: tuple[int, ...], hidden: int, classes: int, image_size: int) -> list[list[nn.Module]]:
@@ -37,6 +37,63 @@ def conv_stages(in_channels: int, channels: tuple[int, ...], hidden: int, classe
 
 
 READOUTS = ("current", "rate")
+
+
+def _unhooked(*modules: nn.Module) -> bool:
+    """No forward or backward hook on any of ``modules`` nor a global module hook: a fused
+    kernel would skip the calls (and the intermediate tensors) such hooks observe."""
+    from torch.nn.modules import module as m
+
+    if m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks or \
+            m._global_backward_pre_hooks:
+        return False
+    return not any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks or mod._backward_pre_hooks
+                   for mod in modules)
+
+
+def _fusable_pool(lif: nn.Module, nxt: nn.Module) -> bool:
+    """Whether ``lif`` followed by ``nxt`` is a multi-step :class:`LIF` (plain-number decay and
+    threshold, no recorded membranes) followed by a :class:`SeqFold` whose first layer is a
+    2×2 max pooling of stride 2 (what :func:`conv_stages` builds), all without hooks."""
+    if type(lif) is not LIF or lif.step_mode != "multi" or lif.record_mem or type(nxt) is not SeqFold:
+        return False
+    if lif.beta.requires_grad or lif.threshold.requires_grad:
+        return False
+    seq = nxt.module
+    if type(seq) is not nn.Sequential or not len(seq) or type(seq[0]) is not nn.MaxPool2d:
+        return False
+    pool = seq[0]
+    pair = lambda v, k: v in (k, (k, k))  # noqa: E731 - MaxPool2d keeps what it was given
+    if not (pair(pool.kernel_size, 2) and pair(pool.stride, 2) and pair(pool.padding, 0) and pair(pool.dilation, 1)
+            and not pool.ceil_mode and not pool.return_indices):
+        return False
+    return _unhooked(lif, nxt, seq, pool)
+
+
+class SpikingBody(nn.Sequential):
+    """The ``[T, B, ...]`` layers of a :class:`SpikingClassifier`: an ``nn.Sequential`` (same
+    children, same ``state_dict`` keys) that runs each multi-step LIF followed by a max
+    pooling as one call of :func:`~compendium.spiking.neuron.lif_maxpool2d`, which never
+    stores the full-resolution spikes (it gives the composition's output and gradient bit for
+    bit). Layers observed by hooks (spike counters, activity regularisers) run one by one."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if i + 1 < len(layers) and _fusable_pool(layer, layers[i + 1]):
+                layer.mem_seq = None
+                decay, threshold = layer._params()
+                x = lif_maxpool2d(x, decay, threshold, layer.reset, layer.detach_reset, layer.surrogate)
+                T, B = x.shape[:2]
+                y = layers[i + 1].module[1:](x.reshape(T * B, *x.shape[2:]))
+                x = y.reshape(T, B, *y.shape[1:])
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
 
 
 class SpikingClassifier(nn.Module):
@@ -68,7 +125,7 @@ class SpikingClassifier(nn.Module):
             layers.append(SeqFold(*stage))
             if i < n_neurons:
                 layers.append(LIF(step_mode="multi", **{**lif, **overrides.get(i, {})}))
-        self.body = nn.Sequential(*layers)
+        self.body = SpikingBody(*layers)
         self.readout = MeanOverTime()
 
     def forward(self, x: Tensor) -> Tensor:
