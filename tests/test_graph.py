@@ -173,6 +173,66 @@ def test_sparse_operator_matches_dense_products_and_gradients():
     torch.testing.assert_close(op(eye, value_dropout=0.5, training=False), a)
 
 
+def test_csr_product_equals_the_matmul_bit_for_bit_and_ignores_the_uninitialised_output():
+    """csr_matmul writes an uninitialised result once (MKL's beta = 0 never reads it): the same
+    numbers as ``a @ h``, empty rows and an all-zero matrix included, even where the memory it
+    reuses held NaN."""
+    from compendium.graph.layers import csr_matmul
+
+    g = torch.Generator().manual_seed(0)
+    dense = torch.randn(40, 30, generator=g) * (torch.rand(40, 30, generator=g) < 0.1)
+    dense[[3, 17]] = 0.0  # rows without entries
+    for a in (dense, torch.zeros(6, 30)):
+        csr = a.to_sparse_csr()
+        csr32 = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(), csr.shape)
+        for h in (torch.randn(30, 16, generator=g), torch.randn(16, 30, generator=g).t()):  # contiguous and not
+            for m in (csr, csr32):
+                del_me = torch.full((a.shape[0], h.shape[1]), float("nan"))  # memory the result may reuse
+                del del_me
+                out = csr_matmul(m, h)
+                assert torch.equal(out, csr @ h) and not out.isnan().any()
+
+
+def test_sparse_operator_holds_32_bit_indices_and_the_transposed_values_through_a_state_dict():
+    from compendium.graph import SparseOperator
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(7, 5, generator=g) * (torch.rand(7, 5, generator=g) < 0.5)
+    op = SparseOperator(a.to_sparse())
+    assert op.crow.dtype == op.col.dtype == op.crow_t.dtype == op.col_t.dtype == torch.int32
+    assert torch.equal(op.values_t, op.values[op.perm]) and "values_t" not in op.state_dict()
+    other = SparseOperator((a * 3).to_sparse())
+    old = {k: (v.long() if k in ("crow", "col", "crow_t", "col_t") else v) for k, v in other.state_dict().items()}
+    op.load_state_dict(old)  # a state saved with 64-bit indices and without values_t
+    assert op.crow.dtype == torch.int32 and torch.equal(op.values_t, op.values[op.perm])
+    h = torch.randn(5, 3, generator=g, requires_grad=True)
+    w = torch.randn(7, 3, generator=g)
+    (op(h) * w).sum().backward()
+    torch.testing.assert_close(h.grad, (a * 3).t() @ w)  # the gradient reads the reloaded transpose
+    with torch.no_grad():
+        torch.testing.assert_close(op(h), (a * 3) @ h)
+
+
+def test_static_stfn_is_the_one_step_stfn_bit_for_bit():
+    g = torch.Generator().manual_seed(2)
+    norm = STFN(9, threshold=0.5, rho=1.5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=g)
+        norm.bias.uniform_(-0.2, 0.2, generator=g)
+    s = torch.randn(9, 12, generator=g)
+    w = torch.randn(9, 12, generator=g)
+    outs = []
+    for static in (True, False):
+        norm.zero_grad()
+        x = s.clone().requires_grad_()
+        y = norm.static(x) if static else norm(x.unsqueeze(0))[0]
+        (y * w).sum().backward()
+        outs.append((y.detach(), x.grad, norm.weight.grad.clone(), norm.bias.grad.clone(), norm.rho.grad.clone()))
+    assert all(torch.equal(u, v) for u, v in zip(*outs))
+    with pytest.raises(ValueError, match="STFN.static expects"):
+        norm.static(torch.zeros(1, 9, 12))
+
+
 def test_fast_dropout_keeps_one_minus_p_and_rescales():
     from compendium.graph.layers import dropout
 

@@ -88,6 +88,21 @@ def dropout_bits(shape: tuple[int, ...] | torch.Size, p: float, device: torch.de
     return words.view(torch.int16)[:n].view(tuple(shape)), _I16_MIN + round(p * 2 ** 16)
 
 
+def csr_matmul(a: Tensor, h: Tensor) -> Tensor:
+    """``a h`` for a CSR ``a`` and a dense 2-D ``h``: the same product as ``a @ h``, bit for bit,
+    without its overhead on a CPU.
+
+    ``a @ h`` allocates a zero matrix, copies it into a second, fresh one and then lets MKL
+    overwrite it (``beta = 0``): two passes over first-touched memory, about as long as the
+    sparse product itself for Cora's ``[2708, 64]``. MKL's ``C ← A B + 0 · C`` never reads ``C``,
+    so here the result is an uninitialised matrix written once by ``addmm_`` in place. Where MKL
+    is absent (PyTorch's own kernel, which may scale ``C`` by ``beta``) or the dtypes differ, this
+    is ``a @ h``."""
+    if a.device.type == "cpu" and torch.backends.mkl.is_available() and h.dim() == 2 and a.dtype == h.dtype:
+        return torch.empty(a.shape[0], h.shape[1], dtype=h.dtype).addmm_(a, h, beta=0)
+    return a @ h
+
+
 class _ConstantSpMM(torch.autograd.Function):
     """``A h`` for a constant sparse ``A`` (CSR) whose transpose ``Aᵀ`` (CSR) is given: the
     gradient is ``Aᵀ g`` for ``h`` and none for ``A``."""
@@ -95,18 +110,22 @@ class _ConstantSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, at: Tensor, h: Tensor) -> Tensor:
         ctx.at = at
-        return a @ h
+        return csr_matmul(a, h)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return None, None, ctx.at @ grad.contiguous() if ctx.needs_input_grad[2] else None
+        return None, None, csr_matmul(ctx.at, grad.contiguous()) if ctx.needs_input_grad[2] else None
 
 
 class SparseOperator(nn.Module):
     """A constant sparse matrix ``A [M, K]`` (no gradient) for products ``A h`` with gradient
     to ``h``: CSR copies of ``A`` and ``Aᵀ`` as buffers (they move with the model), and the
     permutation that maps ``A``'s stored values onto ``Aᵀ``'s, so that dropout on the stored
-    values (Kipf & Welling's sparse input dropout) applies the same mask to both."""
+    values (Kipf & Welling's sparse input dropout) applies the same mask to both.
+
+    The CSR indices are held as 32-bit integers where they fit (MKL's LP64 interface takes
+    those; 64-bit ones were converted at every product), and ``Aᵀ``'s values, permuted once, as a
+    non-persistent buffer: only dropped-out values need permuting again."""
 
     def __init__(self, a: Tensor):
         super().__init__()
@@ -120,9 +139,16 @@ class SparseOperator(nn.Module):
             csr = a.to_sparse_csr()
             at = torch.sparse_coo_tensor(idx.flip(0)[:, perm], val[perm], (K, M),
                                          check_invariants=True).coalesce().to_sparse_csr()
+        index_dtype = torch.int32 if max(M, K, val.numel()) < 2 ** 31 else torch.int64
         for name, t in (("crow", csr.crow_indices()), ("col", csr.col_indices()), ("values", csr.values()),
                         ("crow_t", at.crow_indices()), ("col_t", at.col_indices()), ("perm", perm)):
-            self.register_buffer(name, t.clone())
+            self.register_buffer(name, t.to(index_dtype) if name not in ("values", "perm") else t.clone())
+        self.register_buffer("values_t", at.values().clone(), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        with torch.no_grad():  # Aᵀ's values follow A's (a state saved before values_t existed, or other values)
+            self.values_t.copy_(self.values[self.perm])
 
     @property
     def nnz(self) -> int:
@@ -138,12 +164,13 @@ class SparseOperator(nn.Module):
 
     def forward(self, h: Tensor, value_dropout: float = 0.0, training: bool = False) -> Tensor:
         """``A h`` for ``h [K, F]``; with ``value_dropout`` (in training) on ``A``'s stored values."""
-        vals = dropout(self.values, value_dropout, training) if value_dropout and training else self.values
+        dropped = bool(value_dropout and training)
+        vals = dropout(self.values, value_dropout, training) if dropped else self.values
         a = self.matrix(vals)
-        at = torch.sparse_csr_tensor(self.crow_t, self.col_t, vals[self.perm], (self.shape[1], self.shape[0]),
-                                     check_invariants=False)
         if not (torch.is_grad_enabled() and h.requires_grad):
-            return a @ h
+            return csr_matmul(a, h)
+        at = torch.sparse_csr_tensor(self.crow_t, self.col_t, vals[self.perm] if dropped else self.values_t,
+                                     (self.shape[1], self.shape[0]), check_invariants=False)
         return _ConstantSpMM.apply(a, at, h)
 
 
@@ -177,12 +204,22 @@ class STFN(nn.Module):
         if s.dim() != 3 or s.shape[1] != self.weight.shape[0]:
             raise ValueError(f"STFN expects [T, N={self.weight.shape[0]}, C], got {tuple(s.shape)}")
         T, N, C = s.shape
+        if T == 1:
+            return self.static(s[0]).unsqueeze(0)
         # (S - E[S^v]) / sqrt(Var[S^v] + eps) per node over its (T, C) values is a layer norm over
         # each node's T·C values: PyTorch's fused kernel (one pass, closed-form backward) instead of
         # a chain of mean, var, sub, div and sqrt over [T, N, C] and their autograd nodes
-        flat = s[0] if T == 1 else s.permute(1, 0, 2).reshape(N, T * C)
-        z = nn.functional.layer_norm(flat, (flat.shape[1],), eps=self.eps)
-        z = z.unsqueeze(0) if T == 1 else z.reshape(N, T, C).permute(1, 0, 2)
+        z = nn.functional.layer_norm(s.permute(1, 0, 2).reshape(N, T * C), (T * C,), eps=self.eps)
+        return torch.addcmul(self.bias, self.weight * (self.rho * self.threshold), z.reshape(N, T, C).permute(1, 0, 2))
+
+    def static(self, s: Tensor) -> Tensor:
+        """STFN of a static input ``s [N, C]`` (the same at every step, so its statistics over
+        ``(T, C)`` are those over ``C``): ``[N, C]``, the output of every step. Working on the
+        ``[N, C]`` matrix itself spares the ``[1, N, C]`` view's select, whose backward pass
+        zero-fills and copies a full gradient."""
+        if s.dim() != 2 or s.shape[0] != self.weight.shape[0]:
+            raise ValueError(f"STFN.static expects [N={self.weight.shape[0]}, C], got {tuple(s.shape)}")
+        z = nn.functional.layer_norm(s, (s.shape[1],), eps=self.eps)
         return torch.addcmul(self.bias, self.weight * (self.rho * self.threshold), z)
 
 
@@ -234,7 +271,9 @@ class SpikingGCNConv(nn.Module):
                  and (isinstance(x, SparseOperator) or x.dim() == 2))
         if not fused:
             return dropout(self(x, adj), dropout_p, training).mean(0)
-        s = self.norm(self.static(x, adj).unsqueeze(0))[0]  # the current of every step
+        s = self.static(x, adj)  # the current of every step
+        if isinstance(self.norm, STFN):
+            s = self.norm.static(s)
         bits, thr, scale = None, 0, 1.0
         if training and dropout_p:
             bits, thr = dropout_bits((self.T, *s.shape), dropout_p, s.device)
