@@ -428,3 +428,17 @@ def test_spiking_body_fuses_lif_and_pooling_unless_hooks_observe_them(monkeypatc
     for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
         assert torch.equal(a.grad, b.grad), name
     assert list(net.state_dict()) == list(twin.state_dict())
+
+
+def test_the_kernel_asks_for_512_bit_vectors_only_on_x86_with_avx512(monkeypatch):
+    """-mprefer-vector-width is an x86 option (GCC elsewhere rejects it, and the build would fall
+    back to the eager kernel): it is passed only where the CPU has AVX-512."""
+    from compendium.spiking import native
+
+    cases = [("x86_64", "flags : fpu sse avx2 avx512f avx512bw", ["-mprefer-vector-width=512"]),
+             ("x86_64", "flags : fpu sse avx2 fma", []),
+             ("aarch64", "Features : fp asimd sve avx512f", [])]
+    for machine, flags, expected in cases:
+        monkeypatch.setattr(native.platform, "machine", lambda m=machine: m)
+        monkeypatch.setattr(native, "_cpu_flags", lambda f=flags: f)
+        assert native._vector_width_flags() == expected
