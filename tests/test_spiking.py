@@ -357,11 +357,13 @@ def _pool_run(x: torch.Tensor, fused: bool, kwargs: dict):
         s, _ = lif_sequence(inp, **kwargs)
         out = nn.functional.max_pool2d(s.reshape(-1, *s.shape[2:]), 2).reshape(*s.shape[:2], -1,
                                                                                s.shape[3] // 2, s.shape[4] // 2)
-    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(3)))
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    g.view(-1)[::5] = -0.0  # max_pool2d's backward adds onto zeros: a -0 arrives as +0
+    out.backward(g)
     return out.detach(), leaf.grad
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 5, 8, 6), (3, 2, 4, 7, 6), (1, 2, 3, 2, 2)], ids=str)
+@pytest.mark.parametrize("shape", [(4, 3, 5, 8, 6), (3, 2, 4, 7, 6), (1, 2, 3, 2, 2), (2, 2, 16, 48, 48)], ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "repeated"])
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("detach", [False, True])
@@ -369,9 +371,11 @@ def test_lif_maxpool2d_equals_lif_then_max_pool(shape, layout, reset, detach, mo
     """The fused LIF + 2×2 max pooling gives lif_sequence → max_pool2d bit for bit: pooled spikes,
     the gradient w.r.t. the current (routed to each window's first spiking element, as
     max_pool2d routes it) and the memory format; the compiled kernel runs on even-sized
-    channels-last input, the composition elsewhere (odd sizes, NCHW)."""
+    channels-last input, the composition elsewhere (odd sizes, NCHW). Four kernel threads: the
+    largest shape's slices (73,728 floats) split into four chunks of pooled rows."""
     from compendium.spiking import native
 
+    monkeypatch.setenv("COMPENDIUM_NATIVE_THREADS", "4")
     calls = []
     real = native.pool_forward
     monkeypatch.setattr(native, "pool_forward", lambda *a: (calls.append(1), real(*a))[1])
@@ -385,6 +389,7 @@ def test_lif_maxpool2d_equals_lif_then_max_pool(shape, layout, reset, detach, mo
     ours, ref = _pool_run(x, True, kwargs), _pool_run(x, False, kwargs)
     for a, b in zip(ours, ref):
         assert a.shape == b.shape and a.stride() == b.stride() and torch.equal(a, b)
+        assert torch.equal(torch.signbit(a), torch.signbit(b))  # zeros of the same sign too
     if T > 1:  # windows that stay silent, and windows where several elements spike (ties to route)
         s, _ = lif_sequence(x, **kwargs)
         per_window = nn.functional.avg_pool2d(s.reshape(T * N, C, H, W), 2) * 4
@@ -417,14 +422,16 @@ def test_spiking_body_fuses_lif_and_pooling_unless_hooks_observe_them(monkeypatc
     twin = copy.deepcopy(net)
     x = torch.rand(5, 1, 28, 28)
     y = torch.randint(0, 10, (5,))
-    nn.functional.cross_entropy(net(x), y).backward()
+    logits = net(x)
+    nn.functional.cross_entropy(logits, y).backward()
     fused_calls = len(calls)
     calls.clear()
     with OpCounter(twin) as c:
-        nn.functional.cross_entropy(twin(x), y).backward()
+        hooked_logits = twin(x)
+        nn.functional.cross_entropy(hooked_logits, y).backward()
     assert not calls and c.totals(5)["snn_sops"] > 0
     assert fused_calls == (2 if native.library() is not None else 0)
-    assert torch.equal(net(x), twin(x))
+    assert torch.equal(logits, hooked_logits)
     for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
         assert torch.equal(a.grad, b.grad), name
     assert list(net.state_dict()) == list(twin.state_dict())
@@ -442,3 +449,27 @@ def test_the_kernel_asks_for_512_bit_vectors_only_on_x86_with_avx512(monkeypatch
         monkeypatch.setattr(native.platform, "machine", lambda m=machine: m)
         monkeypatch.setattr(native, "_cpu_flags", lambda f=flags: f)
         assert native._vector_width_flags() == expected
+
+
+def test_a_compiler_that_rejects_the_vector_width_still_builds_the_kernel(monkeypatch, tmp_path):
+    import subprocess
+
+    from compendium.spiking import native
+
+    if native.library() is None:
+        pytest.skip("no C compiler here: the eager kernel runs (tested elsewhere)")
+    real, tried = subprocess.run, []
+
+    def run(cmd, *a, **kw):
+        if "-o" in cmd:
+            tried.append(cmd)
+            if "-mprefer-vector-width=512" in cmd:
+                raise subprocess.CalledProcessError(1, cmd, stderr="unrecognized option")
+        return real(cmd, *a, **kw)
+
+    monkeypatch.setenv("COMPENDIUM_NATIVE_CACHE", str(tmp_path))
+    monkeypatch.setattr(native.subprocess, "run", run)
+    monkeypatch.setattr(native, "_vector_width_flags", lambda: ["-mprefer-vector-width=512"])
+    lib = native._build()
+    assert lib is not None and len(tried) == 3  # with the width (OpenMP, then not), then without it
+    assert "-mprefer-vector-width=512" not in tried[-1] and "-fopenmp" in tried[-1]

@@ -20,8 +20,13 @@ class SeqFold(nn.Module):
         self.module = modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.fold(self.module, x)
+
+    @staticmethod
+    def fold(module: nn.Module, x: Tensor) -> Tensor:
+        """``module`` applied to ``x [T, B, ...]`` as one call on ``[T·B, ...]``, back to ``[T, B, ...]``."""
         T, B = x.shape[:2]
-        y = self.module(x.reshape(T * B, *x.shape[2:]))
+        y = module(x.reshape(T * B, *x.shape[2:]))
         return y.reshape(T, B, *y.shape[1:])
 
 

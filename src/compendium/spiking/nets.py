@@ -14,7 +14,7 @@ from typing import Any, Callable
 from torch import Tensor, nn
 
 from compendium.spiking.layers import Encoder, MeanOverTime, SeqFold
-from compendium.spiking.neuron import LIF, lif_maxpool2d
+from compendium.spiking.neuron import LIF, lif_maxpool2d, unhooked
 
 
 def conv_stages(in_channels: int, channels: tuple[int, ...], hidden: int, classes: int, image_size: int) -> list[list[nn.Module]]:
@@ -39,18 +39,6 @@ def conv_stages(in_channels: int, channels: tuple[int, ...], hidden: int, classe
 READOUTS = ("current", "rate")
 
 
-def _unhooked(*modules: nn.Module) -> bool:
-    """No forward or backward hook on any of ``modules`` nor a global module hook: a fused
-    kernel would skip the calls (and the intermediate tensors) such hooks observe."""
-    from torch.nn.modules import module as m
-
-    if m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks or \
-            m._global_backward_pre_hooks:
-        return False
-    return not any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks or mod._backward_pre_hooks
-                   for mod in modules)
-
-
 def _fusable_pool(lif: nn.Module, nxt: nn.Module) -> bool:
     """Whether ``lif`` followed by ``nxt`` is a multi-step :class:`LIF` (plain-number decay and
     threshold, no recorded membranes) followed by a :class:`SeqFold` whose first layer is a
@@ -67,7 +55,7 @@ def _fusable_pool(lif: nn.Module, nxt: nn.Module) -> bool:
     if not (pair(pool.kernel_size, 2) and pair(pool.stride, 2) and pair(pool.padding, 0) and pair(pool.dilation, 1)
             and not pool.ceil_mode and not pool.return_indices):
         return False
-    return _unhooked(lif, nxt, seq, pool)
+    return unhooked(lif, nxt, seq, pool)
 
 
 class SpikingBody(nn.Sequential):
@@ -82,13 +70,11 @@ class SpikingBody(nn.Sequential):
         i = 0
         while i < len(layers):
             layer = layers[i]
-            if i + 1 < len(layers) and _fusable_pool(layer, layers[i + 1]):
+            if x.dim() == 5 and i + 1 < len(layers) and _fusable_pool(layer, layers[i + 1]):
                 layer.mem_seq = None
                 decay, threshold = layer._params()
                 x = lif_maxpool2d(x, decay, threshold, layer.reset, layer.detach_reset, layer.surrogate)
-                T, B = x.shape[:2]
-                y = layers[i + 1].module[1:](x.reshape(T * B, *x.shape[2:]))
-                x = y.reshape(T, B, *y.shape[1:])
+                x = SeqFold.fold(layers[i + 1].module[1:], x)  # the layers after the pooling
                 i += 2
             else:
                 x = layer(x)

@@ -34,7 +34,7 @@ from typing import Literal
 
 import snntorch
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from compendium.spiking import native
 from compendium.spiking.surrogate import Rectangular, Surrogate
@@ -204,6 +204,19 @@ class _LIFMaxPool(torch.autograd.Function):
                 None, None, None, None, None)
 
 
+def unhooked(*modules: nn.Module) -> bool:
+    """No forward or backward hook on any of ``modules`` nor a global module hook: a fused
+    kernel (:func:`lif_maxpool2d` in :class:`~compendium.spiking.nets.SpikingBody`, the graph
+    layers' static rate) would skip the calls, and the intermediate tensors, such hooks observe."""
+    from torch.nn.modules import module as m
+
+    if m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks or \
+            m._global_backward_pre_hooks:
+        return False
+    return not any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks or mod._backward_pre_hooks
+                   for mod in modules)
+
+
 def lif_maxpool2d(current: Tensor, decay: float | Tensor, threshold: float | Tensor, reset: Reset = "zero",
                   detach_reset: bool = False, surrogate: Surrogate | None = None) -> Tensor:
     """A multi-step LIF layer over ``current [T, N, C, H, W]`` followed by 2×2 max pooling of
@@ -212,7 +225,7 @@ def lif_maxpool2d(current: Tensor, decay: float | Tensor, threshold: float | Ten
     Max pooling of binary spikes is an OR over each window, so the LIF and the pooling can run
     as one kernel that never stores the full-resolution spikes nor the pooling indices (the
     conv-SNN layers of the STBP papers, e.g. Deng et al. 2019 §IV). Where the compiled kernel
-    takes the input (:func:`compendium.spiking.native.supports_pool`: float32 CPU, NCHW or
+    takes the input (:func:`compendium.spiking.native.supports_pool`: float32 CPU,
     channels-last slices, even ``H`` and ``W``, plain-number ``decay`` and ``threshold``, the
     rectangular surrogate) the output, the gradient and the memory format are those of
     :func:`lif_sequence` followed by :func:`torch.nn.functional.max_pool2d`, bit for bit

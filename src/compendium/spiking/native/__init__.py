@@ -91,13 +91,20 @@ def _build() -> ctypes.CDLL | None:
             out.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
             os.close(fd)
+            # without OpenMP the kernel runs its own pthreads; a compiler that rejects the vector
+            # width keeps its default width rather than losing the library
+            attempts = [[*flags, *_OPENMP], flags]
+            if flags != _FLAGS:
+                attempts += [[*_FLAGS, *_OPENMP], _FLAGS]
             try:
-                try:
-                    subprocess.run([cc, *flags, *_OPENMP, "-o", tmp, str(_SRC), "-lm"], check=True,
-                                   capture_output=True, text=True, timeout=120)
-                except subprocess.CalledProcessError:  # no OpenMP here: the kernel's own pthreads
-                    subprocess.run([cc, *flags, "-o", tmp, str(_SRC), "-lm"], check=True, capture_output=True,
-                                   text=True, timeout=120)
+                for i, opts in enumerate(attempts):
+                    try:
+                        subprocess.run([cc, *opts, "-o", tmp, str(_SRC), "-lm"], check=True, capture_output=True,
+                                       text=True, timeout=120)
+                        break
+                    except subprocess.CalledProcessError:
+                        if i == len(attempts) - 1:
+                            raise
                 os.replace(tmp, out)  # atomic: concurrent builds (parallel chapters) never see half a file
             finally:
                 if os.path.exists(tmp):

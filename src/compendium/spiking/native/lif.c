@@ -272,10 +272,11 @@ static void pool_fwd_range(const job_t *a) {
 
 /* The four elements of one window at step t: routed spike gradients, then bptt_elem. Element
  * (r, s) of the window is read at u_rs[I] and written at d_rs[I] (δ[t+1] at e_rs[I]); the
- * pooled gradient at gp[I]. */
+ * pooled gradient at gp[I], read as 0 + gp[I] as max_pool2d's backward adds it to a zero-filled
+ * gradient (so -0 arrives as +0). */
 #define POOL_BWD_WINDOW(R, DN, RP, I)                                                                    \
     {                                                                                                    \
-        const float v00 = u00[I], v01 = u01[I], v10 = u10[I], v11 = u11[I], g = gp[I];                   \
+        const float v00 = u00[I], v01 = u01[I], v10 = u10[I], v11 = u11[I], g = 0.0f + gp[I];            \
         const float s00 = lif_spike(R, v00, th), s01 = lif_spike(R, v01, th), s10 = lif_spike(R, v10, th); \
         const float s11 = lif_spike(R, v11, th);                                                         \
         const float n00 = 1.0f - s00, n01 = n00 * (1.0f - s01), n10 = n01 * (1.0f - s10);                \
