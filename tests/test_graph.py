@@ -225,10 +225,15 @@ def test_static_stfn_is_the_one_step_stfn_bit_for_bit():
     for static in (True, False):
         norm.zero_grad()
         x = s.clone().requires_grad_()
-        y = norm.static(x) if static else norm(x.unsqueeze(0))[0]
+        if static:
+            y = norm.static(x)
+        else:  # STFN's one-step computation as it was: layer norm of s[0], back to [1, N, C], the affine
+            z = torch.nn.functional.layer_norm(x.unsqueeze(0)[0], (12,), eps=norm.eps).unsqueeze(0)
+            y = torch.addcmul(norm.bias, norm.weight * (norm.rho * norm.threshold), z)[0]
         (y * w).sum().backward()
         outs.append((y.detach(), x.grad, norm.weight.grad.clone(), norm.bias.grad.clone(), norm.rho.grad.clone()))
     assert all(torch.equal(u, v) for u, v in zip(*outs))
+    assert torch.equal(norm(s.unsqueeze(0))[0], norm.static(s))
     with pytest.raises(ValueError, match="STFN.static expects"):
         norm.static(torch.zeros(1, 9, 12))
 
@@ -331,6 +336,12 @@ def test_fused_rate_equals_the_layer_its_dropout_and_the_mean_and_draws_the_same
         torch.testing.assert_close(ga, gb)
         assert a.count_nonzero() > 0 and torch.equal(next_a, next_b)  # the same draws were consumed
         torch.testing.assert_close(layer.rate(x, adj), layer(x, adj).mean(0))  # evaluation: no dropout
+        if stfn:  # a hook on the normalisation also takes the unfused path, so that it sees its call
+            seen = []
+            hook = layer.norm.register_forward_hook(lambda *a: seen.append(a[2].shape))
+            layer.rate(x, adj, 0.3, training=True)
+            hook.remove()
+            assert seen == [torch.Size([1, n, 6])]  # the static input normalised once
 
 
 def test_row_normalize_is_pygs_normalize_features():

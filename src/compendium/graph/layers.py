@@ -37,6 +37,7 @@ PyTorch's fused layer norm over each node's ``T·C`` values.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import torch
@@ -45,7 +46,7 @@ from torch_geometric.nn import GATConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from compendium.spiking.native import random_words
-from compendium.spiking.neuron import LIF, keep_factors, lif_static_rate
+from compendium.spiking.neuron import LIF, keep_factors, lif_static_rate, unhooked
 
 
 def normalized_adjacency(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -88,6 +89,11 @@ def dropout_bits(shape: tuple[int, ...] | torch.Size, p: float, device: torch.de
     return words.view(torch.int16)[:n].view(tuple(shape)), _I16_MIN + round(p * 2 ** 16)
 
 
+# PyTorch calls MKL's sparse routines on CPU only on Linux builds with MKL (elsewhere its own CSR
+# kernel, which may scale the output by beta, i.e. read it)
+_MKL_SPARSE = sys.platform.startswith("linux") and torch.backends.mkl.is_available()
+
+
 def csr_matmul(a: Tensor, h: Tensor) -> Tensor:
     """``a h`` for a CSR ``a`` and a dense 2-D ``h``: the same product as ``a @ h``, bit for bit,
     without its overhead on a CPU.
@@ -95,11 +101,11 @@ def csr_matmul(a: Tensor, h: Tensor) -> Tensor:
     ``a @ h`` allocates a zero matrix, copies it into a second, fresh one and then lets MKL
     overwrite it (``beta = 0``): two passes over first-touched memory, about as long as the
     sparse product itself for Cora's ``[2708, 64]``. MKL's ``C ← A B + 0 · C`` never reads ``C``,
-    so here the result is an uninitialised matrix written once by ``addmm_`` in place. Where MKL
-    is absent (PyTorch's own kernel, which may scale ``C`` by ``beta``) or the dtypes differ, this
-    is ``a @ h``."""
-    if a.device.type == "cpu" and torch.backends.mkl.is_available() and h.dim() == 2 and a.dtype == h.dtype:
-        return torch.empty(a.shape[0], h.shape[1], dtype=h.dtype).addmm_(a, h, beta=0)
+    so here the result is an uninitialised matrix written once by ``addmm_`` in place. Where
+    PyTorch does not use MKL's sparse routines (not Linux, no MKL: its own kernel may scale ``C``
+    by ``beta``), off the CPU, or where the dtypes differ, this is ``a @ h``."""
+    if _MKL_SPARSE and a.device.type == "cpu" and h.device.type == "cpu" and h.dim() == 2 and a.dtype == h.dtype:
+        return torch.empty(a.shape[0], h.shape[1], dtype=h.dtype, device=h.device).addmm_(a, h, beta=0)
     return a @ h
 
 
@@ -125,7 +131,9 @@ class SparseOperator(nn.Module):
 
     The CSR indices are held as 32-bit integers where they fit (MKL's LP64 interface takes
     those; 64-bit ones were converted at every product), and ``Aᵀ``'s values, permuted once, as a
-    non-persistent buffer: only dropped-out values need permuting again."""
+    non-persistent buffer: only dropped-out values need permuting again. The operator is
+    constant: ``values_t`` follows ``values`` when a state dict is loaded, not after an in-place
+    edit of ``values`` (build a new operator for another matrix)."""
 
     def __init__(self, a: Tensor):
         super().__init__()
@@ -266,8 +274,8 @@ class SpikingGCNConv(nn.Module):
         (the initialisation's measurements, firing-rate probes), which must see its call — it is
         the layer's forward, :func:`dropout` and the mean."""
         n = self.neuron
-        fused = (isinstance(n, LIF) and n.step_mode == "multi" and not n.record_mem and not n._forward_hooks
-                 and not n._forward_pre_hooks and not n.beta.requires_grad and not n.threshold.requires_grad
+        fused = (isinstance(n, LIF) and n.step_mode == "multi" and not n.record_mem and unhooked(n, self.norm)
+                 and not n.beta.requires_grad and not n.threshold.requires_grad
                  and (isinstance(x, SparseOperator) or x.dim() == 2))
         if not fused:
             return dropout(self(x, adj), dropout_p, training).mean(0)
