@@ -398,6 +398,41 @@ def test_lif_maxpool2d_equals_lif_then_max_pool(shape, layout, reset, detach, mo
     assert bool(calls) == kernel
 
 
+def test_lif_maxpool2d_reads_a_channels_last_or_time_broadcast_gradient_in_place(monkeypatch):
+    """The pooled gradient enters the kernel without a copy when its slices are channels-last,
+    densely stacked or the same slice at every step (time stride 0, e.g. the gradient of a sum
+    over steps); either way the gradient equals the composition's."""
+    from compendium.spiking import lif_maxpool2d, native
+
+    if native.library() is None:
+        pytest.skip("no C compiler here: the eager kernel runs (tested elsewhere)")
+    T, N, C, H, W = 3, 2, 5, 6, 8
+    cl = lambda t: t.reshape(-1, *t.shape[-3:]).contiguous(memory_format=torch.channels_last).view(t.shape)  # noqa: E731
+    x = cl(torch.randn(T, N, C, H, W, generator=torch.Generator().manual_seed(5)) * 0.6 + 0.35)
+    kwargs = dict(decay=0.3, threshold=0.45, reset="zero", detach_reset=False, surrogate=Rectangular(1.0))
+    g = cl(torch.randn(T, N, C, H // 2, W // 2, generator=torch.Generator().manual_seed(6)))
+    w = cl(torch.randn(1, N, C, H // 2, W // 2, generator=torch.Generator().manual_seed(7)))[0]
+    copies = []
+    real = native._empty
+    monkeypatch.setattr(native, "_empty", lambda *a: (copies.append(a[0]), real(*a))[1])
+    for loss in (lambda out: (out * g).sum(), lambda out: (out.sum(0) * w).sum()):
+        grads = []
+        for fused in (True, False):
+            leaf = x.detach().clone().requires_grad_()
+            if fused:
+                copies.clear()
+                out = lif_maxpool2d(leaf, **kwargs)
+                made = len(copies)
+                loss(out).backward()
+                assert len(copies) == made  # the backward pass allocated no copy of the gradient
+            else:
+                s, _ = lif_sequence(leaf, **kwargs)
+                out = nn.functional.max_pool2d(s.reshape(-1, C, H, W), 2).reshape(T, N, C, H // 2, W // 2)
+                loss(out).backward()
+            grads.append(leaf.grad)
+        assert torch.equal(*grads) and torch.equal(torch.signbit(grads[0]), torch.signbit(grads[1]))
+
+
 def test_lif_maxpool2d_refuses_non_image_sequences():
     from compendium.spiking import lif_maxpool2d
 
