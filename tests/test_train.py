@@ -77,6 +77,35 @@ def test_test_every_evaluates_the_test_set_every_kth_and_last_epoch_and_trains_t
             fit(nn.Linear(8, 2), data, epochs=1, test_every=bad, show_progress=False)
 
 
+def test_tensor_batches_give_the_per_sample_loader_s_batches_and_training_bit_for_bit():
+    """A tuple of tensors is batched by indexing (TensorBatches.__getitems__), not by a loop over
+    samples and a stack: the same batches (values, dtypes, strides) and so the same training as
+    a plain TensorDataset, which takes DataLoader's per-sample path."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from compendium.learning.train import TensorBatches, _collate
+
+    x, y = blobs(100)
+    images = torch.rand(100, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    for ds_a, ds_b in ((TensorBatches(x, y), TensorDataset(x, y)), (TensorBatches(images, y), TensorDataset(images, y))):
+        a = list(DataLoader(ds_a, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(5),
+                            collate_fn=_collate(ds_a)))
+        b = list(DataLoader(ds_b, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(5)))
+        assert len(a) == len(b) == 4
+        for ba, bb in zip(a, b):
+            for ta, tb in zip(ba, bb):
+                assert ta.dtype == tb.dtype and ta.stride() == tb.stride() and torch.equal(ta, tb)
+    hists, nets = [], []
+    for data in ((x, y), TensorDataset(x, y)):
+        torch.manual_seed(0)
+        net = spiking_mlp((8, 12, 2), T=4, encoding="rate")
+        hists.append(fit(net, data, test=data, epochs=2, lr=0.01, batch_size=16, seed=2, show_progress=False))
+        nets.append(net)
+    assert hists[0]["train_loss"] == hists[1]["train_loss"] and hists[0]["test_acc"] == hists[1]["test_acc"]
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+
+
 def test_same_seed_same_numbers():
     data = blobs(128)
     runs = []

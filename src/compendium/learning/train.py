@@ -102,10 +102,34 @@ class History:
         return axes
 
 
+class TensorBatches(TensorDataset):
+    """A :class:`~torch.utils.data.TensorDataset` that gives the DataLoader a whole batch at
+    once (``__getitems__``): ``t[indices]`` for each tensor — one indexing operation per tensor,
+    instead of one per sample and per tensor followed by ``default_collate``'s stack. The same
+    batches bit for bit (values, dtypes, contiguous layout); for a batch of 64 MNIST images the
+    Python loop over samples it replaces cost about as much as a small MLP's training step."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[idx] for t in self.tensors)
+
+
+def _whole_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return batch  # TensorBatches.__getitems__ has made the batch already
+
+
+def _dataset(data: Data) -> Dataset:
+    return TensorBatches(*data) if isinstance(data, tuple) else data
+
+
+def _collate(ds: Dataset) -> Callable | None:
+    return _whole_batch if isinstance(ds, TensorBatches) else None  # None: DataLoader's default_collate
+
+
 def _loader(data: Data, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    ds = TensorDataset(*data) if isinstance(data, tuple) else data
+    ds = _dataset(data)
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, collate_fn=_collate(ds))
 
 
 @torch.no_grad()
@@ -239,7 +263,7 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
     for epoch in range(start_epoch, epochs + 1):
         # one shuffle seed per epoch, so that a resumed run sees the same batches as an uninterrupted one
         # (the permutation DataLoader(shuffle=True) draws under that seed; each rank takes its share of a global batch)
-        ds = TensorDataset(*train) if isinstance(train, tuple) else train
+        ds = _dataset(train)
         if batch_size is None:  # pre-made batches (every rank takes each whole)
             loader = _loader(train, batch_size, True, seed * 100_003 + epoch)
         else:
@@ -247,7 +271,7 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
             # global RNG each epoch, which shifts every later random draw (input spikes, dropout)
             loader = DataLoader(ds, batch_sampler=distributed.ShardedBatchSampler(
                 len(ds), batch_size, seed=seed * 100_003 + epoch, rank=world.rank, world=world.size),
-                generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+                generator=torch.Generator().manual_seed(seed * 100_003 + epoch), collate_fn=_collate(ds))
         model.train()
         t0, seen, metric_sum, loss_sum = time.time(), 0, 0.0, 0.0
         steps = progress(loader, desc=f"{desc} epoch {epoch}/{epochs}", enabled=show_progress and interactive())
