@@ -218,7 +218,7 @@ class STFN(nn.Module):
         # each node's T·C values: PyTorch's fused kernel (one pass, closed-form backward) instead of
         # a chain of mean, var, sub, div and sqrt over [T, N, C] and their autograd nodes
         z = nn.functional.layer_norm(s.permute(1, 0, 2).reshape(N, T * C), (T * C,), eps=self.eps)
-        return torch.addcmul(self.bias, self.weight * (self.rho * self.threshold), z.reshape(N, T, C).permute(1, 0, 2))
+        return self._affine(z.reshape(N, T, C).permute(1, 0, 2))
 
     def static(self, s: Tensor) -> Tensor:
         """STFN of a static input ``s [N, C]`` (the same at every step, so its statistics over
@@ -227,7 +227,11 @@ class STFN(nn.Module):
         zero-fills and copies a full gradient."""
         if s.dim() != 2 or s.shape[0] != self.weight.shape[0]:
             raise ValueError(f"STFN.static expects [N={self.weight.shape[0]}, C], got {tuple(s.shape)}")
-        z = nn.functional.layer_norm(s, (s.shape[1],), eps=self.eps)
+        return self._affine(nn.functional.layer_norm(s, (s.shape[1],), eps=self.eps))
+
+    def _affine(self, z: Tensor) -> Tensor:
+        """``Y = λ^v ρ V_th Ẑ + γ^v`` for the normalised ``z`` (``[N, C]`` or ``[T, N, C]``): one fused
+        multiply-add per element."""
         return torch.addcmul(self.bias, self.weight * (self.rho * self.threshold), z)
 
 

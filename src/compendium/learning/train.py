@@ -265,7 +265,7 @@ def fit(model: nn.Module, train: Data, *, epochs: int, lr: float = 1e-3, batch_s
         # (the permutation DataLoader(shuffle=True) draws under that seed; each rank takes its share of a global batch)
         ds = _dataset(train)
         if batch_size is None:  # pre-made batches (every rank takes each whole)
-            loader = _loader(train, batch_size, True, seed * 100_003 + epoch)
+            loader = _loader(ds, batch_size, True, seed * 100_003 + epoch)
         else:
             # the loader's own generator: without one, DataLoader draws its base seed from torch's
             # global RNG each epoch, which shifts every later random draw (input spikes, dropout)

@@ -15,7 +15,8 @@ words of the graph chapter's dropout masks.
 The shared library is cached under ``$COMPENDIUM_NATIVE_CACHE`` (default
 ``~/.cache/compendium/native``), keyed by the source, the compiler and the CPU's feature flags
 (it is built with ``-march=native``, and 512-bit vectors where the CPU has AVX-512). Without a
-C compiler, or when the build fails, or with ``COMPENDIUM_NATIVE=0``, :func:`library` returns ``None`` and the eager kernel runs.
+C compiler, or when the build fails, or with ``COMPENDIUM_NATIVE=0``, :func:`library` returns
+``None`` and the eager kernel runs.
 """
 
 from __future__ import annotations
