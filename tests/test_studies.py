@@ -28,31 +28,78 @@ def test_threshold_scaled_init_sets_each_layer_output_to_the_threshold_scale():
 
 
 
-def test_threshold_scaled_init_stopping_at_the_measured_layer_changes_nothing():
-    """The init ends each measuring pass at the measured layer; a naive version that runs the
-    whole net every time must give the same weights, bit for bit."""
-    x = images(16)
-
-    def naive(net, iterations=2):
-        layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
-        with torch.no_grad(), frozen_buffers(net):
-            for layer in layers:
-                for _ in range(iterations):
-                    out = []
-                    h = layer.register_forward_hook(lambda _m, _i, o: out.append(o))
-                    net(x)
-                    h.remove()
+def naive_threshold_init(net, x, iterations=2):
+    """The init written plainly: every pass (``iterations`` rescalings, then the measurement
+    returned) runs the whole net from ``x``."""
+    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
+    with torch.no_grad(), frozen_buffers(net):
+        for layer in layers:
+            for i in range(iterations + 1):
+                out = []
+                h = layer.register_forward_hook(lambda _m, _i, o: out.append(o))
+                net(x)
+                h.remove()
+                if i < iterations:
                     layer.weight.mul_(0.5 / float(out[0].std()))
 
+
+@pytest.mark.parametrize("block,encoding", [("standard", "direct"), ("ms", "direct"), ("sew", "direct"),
+                                            ("standard", "rate")])
+def test_threshold_scaled_init_stopping_at_the_measured_layer_changes_nothing(block, encoding):
+    """The init ends each measuring pass at the measured layer and, for a net of pure modules
+    (direct input), starts the passes after the first from the layer's recorded input; a naive
+    version that runs the whole net every time must give the same weights, bit for bit —
+    with rate-coded input too, where each pass draws new spikes (the same draws in both)."""
+    x = images(16)
     nets = []
     for _ in range(2):
         torch.manual_seed(3)
-        nets.append(SpikingResNet(small_layout(2, 8), T=2, in_channels=1, norm="none", lif=LIF))
-    threshold_scaled_init(nets[0], x, 0.5)
-    naive(nets[1])
+        nets.append(SpikingResNet(small_layout(2, 8), T=2, in_channels=1, norm="none", lif=LIF, block=block,
+                                  encoding=encoding))
+    after = []
+    for init, net in ((threshold_scaled_init, nets[0]), (naive_threshold_init, nets[1])):
+        torch.manual_seed(5)
+        init(net, x, 0.5) if init is threshold_scaled_init else init(net, x)
+        after.append(torch.rand(4))  # both consumed the same random draws
     assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
+    assert torch.equal(*after)
     with pytest.raises(RuntimeError, match="was not called"):  # a target outside the forward pass is named
         threshold_scaled_init(nets[0], x, 0.5, targets=[(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))])
+
+
+@pytest.mark.parametrize("encoding,passes_per_layer", [("direct", 1), ("rate", 3)])
+def test_threshold_scaled_init_reruns_the_net_only_where_a_pass_can_differ(encoding, passes_per_layer):
+    """Direct input through multi-step neurons: one pass from ``x`` per layer, then the layer
+    alone on its recorded input. Random input (rate coding): every one of the
+    ``iterations + 1`` passes runs from ``x``, and draws new spikes."""
+    from compendium.spiking.layers import Encoder, MeanOverTime, SeqFold
+    from compendium.spiking.neuron import LIF as LIFLayer
+
+    net = torch.nn.Sequential(Encoder(encoding, 2), SeqFold(torch.nn.Flatten(), torch.nn.Linear(196, 32)),
+                              LIFLayer(**LIF), SeqFold(torch.nn.Linear(32, 16)), LIFLayer(**LIF),
+                              SeqFold(torch.nn.Linear(16, 10)), MeanOverTime())
+    calls = []
+    net[0].register_forward_hook(lambda *_: calls.append(1))
+    stds = threshold_scaled_init(net, images(16), 0.5)
+    assert len(calls) == 2 * passes_per_layer  # two layers measured (the classifier is not)
+    assert all(abs(s - 0.5) < 0.05 for s in stds)
+
+
+def test_only_modules_known_to_be_pure_let_the_init_reuse_a_layers_input():
+    from compendium.spiking.init import _pure_prefix
+    from compendium.spiking.layers import Encoder
+    from compendium.spiking.neuron import LIF as LIFLayer
+
+    assert _pure_prefix(torch.nn.Sequential(Encoder("direct", 2), LIFLayer(**LIF)))
+    assert not _pure_prefix(LIFLayer(step_mode="single", **LIF))  # keeps its membrane between calls
+    assert not _pure_prefix(torch.nn.Sequential(Encoder("rate", 2)))  # draws new spikes at every call
+    assert not _pure_prefix(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()))
+
+    class Custom(torch.nn.Linear):  # a subclass may override forward: not assumed pure
+        pass
+
+    assert not _pure_prefix(Custom(2, 2))
+
 
 def test_probes_leave_bn_statistics_untouched():
     torch.manual_seed(0)
