@@ -106,6 +106,31 @@ def test_weights_satisfy_the_constraint_exactly_after_constrained_finetuning():
     assert not isinstance(getattr(type(net.body[0].module[1]), "weight", None), property)  # parametrisation removed
 
 
+@pytest.mark.parametrize("constraint", [Constraint(bits=2), Constraint(sparsity=0.95, bits=2), Constraint(sparsity=0.95)])
+def test_constrained_finetuning_keeps_a_channels_last_conv_channels_last(constraint):
+    """A conv with one input channel is channels-last only by its weight's strides; the
+    projected weight the layer computes with keeps them, so fine-tuning runs the same NHWC
+    convolutions and fused LIF + pooling kernel as pretraining (it lost them under
+    quantisation), and its straight-through gradient still reaches the latent weight."""
+    from compendium.compression.experiment import Setup, layer_constraints, make_model
+    from compendium.spiking import native
+
+    model = make_model(Setup(channels=(4, 8), hidden=16))
+    conv = model.body[0].module
+    assert conv.weight.stride() == (9, 1, 3, 1)
+    cons = layer_constraints(model, constraint)
+    assert "body.0.module" in cons  # the first conv is constrained too
+    fused = []
+    with constrained_finetuning(model, cons):
+        assert conv.weight.stride() == (9, 1, 3, 1)
+        x = torch.rand(3, 1, 28, 28)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(native, "supports_pool", lambda c, s, f=native.supports_pool: fused.append(f(c, s)) or fused[-1])
+            model(x).sum().backward()
+        assert conv.parametrizations.weight.original.grad.abs().sum() > 0
+    assert fused == [True, True] if native.library() is not None else fused == [False, False]
+
+
 def test_activity_penalty_is_the_mean_firing_rate_and_has_a_gradient():
     torch.manual_seed(0)
     net = spiking_mlp((10, 16, 3), T=4)

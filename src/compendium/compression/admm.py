@@ -95,7 +95,13 @@ class _StraightThrough(nn.Module):
             target = self.constraint.project(masked.detach()) if self.mask is None else quantize_kept(masked.detach(), self.mask, self.constraint.bits)
         else:
             target = masked.detach()
-        return masked + (target - masked).detach()
+        out = masked + (target - masked).detach()
+        if out.stride() != w.stride():
+            # keep the weight's layout: a conv weight with one input channel is channels-last only
+            # by its strides (9, 1, 3, 1 for 3×3), which element-wise results do not keep, and the
+            # layer would run NCHW, unlike the same net outside fine-tuning
+            out = torch.empty_like(w).copy_(out)
+        return out
 
 
 @contextmanager
