@@ -179,6 +179,18 @@ def test_direct_and_rate_coding():
         rate(x, 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rate_coding_is_the_comparison_of_the_draws_and_carries_no_gradient(dtype):
+    """``1[U < clip(x, 0, 1)]`` with ``U`` torch.rand's draws from the given generator, in x's
+    dtype and contiguous, for an input that requires grad too (the spikes do not)."""
+    x = (torch.rand(6, 7, dtype=dtype) * 1.4 - 0.2).requires_grad_()
+    r = rate(x, 5, torch.Generator().manual_seed(3))
+    u = torch.rand((5, 6, 7), generator=torch.Generator().manual_seed(3), dtype=dtype)
+    expected = (u < x.detach().clamp(0, 1)).to(dtype)
+    assert torch.equal(r, expected) and r.dtype == dtype and r.is_contiguous()
+    assert not r.requires_grad and x.grad is None
+
+
 def test_events_to_frames():
     ev = np.array([[0.0, 1, 2, 1], [0.1, 1, 2, 1], [0.95, 3, 0, 0], [0.5, 0, 0, 1]])
     f = events_to_frames(ev, T=2, height=3, width=4, t_range=(0.0, 1.0), binary=False)

@@ -27,11 +27,13 @@ def rate(x: Tensor, T: int, generator: torch.Generator | None = None) -> Tensor:
 
     Drawn as ``torch.rand`` and a comparison, which on a CPU is four to five times faster than
     ``torch.bernoulli`` with a probability tensor (that draw was a third to a half of an MLP
-    SNN's training step); the distribution is the same."""
+    SNN's training step); the distribution is the same. The spikes carry no gradient."""
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     u = torch.rand((T, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
-    return (u < x.clamp(0, 1)).to(x.dtype)
+    # the comparison written into the draws (1.0 / 0.0 in x's dtype): no boolean tensor and
+    # conversion pass; detached, as a comparison passes no gradient to x
+    return u.lt_(x.detach().clamp(0, 1))
 
 
 def events_to_frames(events: np.ndarray | Tensor, T: int, height: int, width: int,
