@@ -28,77 +28,144 @@ def test_threshold_scaled_init_sets_each_layer_output_to_the_threshold_scale():
 
 
 
-def naive_threshold_init(net, x, iterations=2):
+def naive_threshold_init(net, x, iterations=2, pairs=None):
     """The init written plainly: every pass (``iterations`` rescalings, then the measurement
-    returned) runs the whole net from ``x``."""
-    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
+    returned) runs the net from ``x`` up to the measured module's output (as the init did
+    before it reused inputs); ``pairs``: (rescaled layer, measured module)."""
+    if pairs is None:
+        pairs = [(m, m) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
+
+    class Stop(BaseException):
+        pass
+
+    def grab(out):
+        def hook(_m, _i, o):
+            out.append(o)
+            raise Stop
+        return hook
+
     with torch.no_grad(), frozen_buffers(net):
-        for layer in layers:
+        for layer, measured in pairs:
             for i in range(iterations + 1):
                 out = []
-                h = layer.register_forward_hook(lambda _m, _i, o: out.append(o))
-                net(x)
+                h = measured.register_forward_hook(grab(out))
+                try:
+                    net(x)
+                except Stop:
+                    pass
                 h.remove()
                 if i < iterations:
                     layer.weight.mul_(0.5 / float(out[0].std()))
 
 
-@pytest.mark.parametrize("block,encoding", [("standard", "direct"), ("ms", "direct"), ("sew", "direct"),
-                                            ("standard", "rate")])
-def test_threshold_scaled_init_stopping_at_the_measured_layer_changes_nothing(block, encoding):
+def same_init(make, x, pairs=None):
+    """Both inits on two copies of ``make()`` (seeded alike): equal weights and buffers, and the
+    same random draws consumed."""
+    nets, after = [], []
+    for init in ("ours", "naive"):
+        torch.manual_seed(3)
+        net = make()
+        nets.append(net)
+        chosen = None if pairs is None else pairs(net)
+        torch.manual_seed(5)
+        if init == "ours":
+            threshold_scaled_init(net, x, 0.5, targets=chosen)
+        else:
+            naive_threshold_init(net, x, pairs=chosen)
+        after.append(torch.rand(4))
+    same = all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
+    return same and torch.equal(*after)
+
+
+@pytest.mark.parametrize("block,norm,encoding", [("standard", "none", "direct"), ("ms", "none", "direct"),
+                                                 ("sew", "none", "direct"), ("standard", "bn", "direct"),
+                                                 ("standard", "tdbn", "direct"), ("standard", "none", "rate")])
+def test_threshold_scaled_init_stopping_at_the_measured_layer_changes_nothing(block, norm, encoding):
     """The init ends each measuring pass at the measured layer and, for a net of pure modules
-    (direct input), starts the passes after the first from the layer's recorded input; a naive
-    version that runs the whole net every time must give the same weights, bit for bit —
-    with rate-coded input too, where each pass draws new spikes (the same draws in both)."""
+    (direct input), starts the passes after the first from the layer's recorded input; the
+    init written plainly (every pass from ``x``) must give the same weights, bit for bit — with
+    batch statistics in training mode, and with rate-coded input, where each pass draws new
+    spikes (the same draws in both). Running the whole net instead of stopping gives them too."""
     x = images(16)
-    nets = []
+    whole = []
     for _ in range(2):
         torch.manual_seed(3)
-        nets.append(SpikingResNet(small_layout(2, 8), T=2, in_channels=1, norm="none", lif=LIF, block=block,
-                                  encoding=encoding))
-    after = []
-    for init, net in ((threshold_scaled_init, nets[0]), (naive_threshold_init, nets[1])):
-        torch.manual_seed(5)
-        init(net, x, 0.5) if init is threshold_scaled_init else init(net, x)
-        after.append(torch.rand(4))  # both consumed the same random draws
-    assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
-    assert torch.equal(*after)
+        whole.append(SpikingResNet(small_layout(1, 4), T=2, in_channels=1, norm=norm, lif=LIF, block=block,
+                                   encoding=encoding))
+    threshold_scaled_init(whole[0], x, 0.5)
+    layers = [m for m in whole[1].modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
+    with torch.no_grad(), frozen_buffers(whole[1]):
+        for layer in layers:
+            for _ in range(2):
+                out = []
+                h = layer.register_forward_hook(lambda _m, _i, o: out.append(o))
+                whole[1](x)
+                h.remove()
+                layer.weight.mul_(0.5 / float(out[0].std()))
+    if encoding == "direct":  # with rate input the whole passes draw differently (the final measurement)
+        assert all(torch.equal(a, b) for a, b in zip(whole[0].state_dict().values(), whole[1].state_dict().values()))
+    assert same_init(lambda: SpikingResNet(small_layout(2, 8), T=2, in_channels=1, norm=norm, lif=LIF, block=block,
+                                           encoding=encoding), x)
+    net = SpikingResNet(small_layout(1, 4), T=2, in_channels=1, norm="none", lif=LIF)
     with pytest.raises(RuntimeError, match="was not called"):  # a target outside the forward pass is named
-        threshold_scaled_init(nets[0], x, 0.5, targets=[(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))])
+        threshold_scaled_init(net, x, 0.5, targets=[(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))])
 
 
-@pytest.mark.parametrize("encoding,passes_per_layer", [("direct", 1), ("rate", 3)])
-def test_threshold_scaled_init_reruns_the_net_only_where_a_pass_can_differ(encoding, passes_per_layer):
-    """Direct input through multi-step neurons: one pass from ``x`` per layer, then the layer
-    alone on its recorded input. Random input (rate coding): every one of the
-    ``iterations + 1`` passes runs from ``x``, and draws new spikes."""
+def mlp(encoding="direct"):
     from compendium.spiking.layers import Encoder, MeanOverTime, SeqFold
     from compendium.spiking.neuron import LIF as LIFLayer
 
-    net = torch.nn.Sequential(Encoder(encoding, 2), SeqFold(torch.nn.Flatten(), torch.nn.Linear(196, 32)),
-                              LIFLayer(**LIF), SeqFold(torch.nn.Linear(32, 16)), LIFLayer(**LIF),
-                              SeqFold(torch.nn.Linear(16, 10)), MeanOverTime())
+    return torch.nn.Sequential(Encoder(encoding, 2), SeqFold(torch.nn.Flatten(), torch.nn.Linear(196, 32)),
+                               LIFLayer(**LIF), SeqFold(torch.nn.Linear(32, 16)), LIFLayer(**LIF),
+                               SeqFold(torch.nn.Linear(16, 10)), MeanOverTime())
+
+
+def test_threshold_scaled_init_with_hooks_or_outside_targets_runs_every_pass_from_x():
+    """A hook that perturbs (noise on the first layer's output) or a target whose rescaled
+    layer precedes the measured module (a linear layer measured at the neuron after it): the
+    recorded input would be stale, so every pass runs from ``x`` — weights as the naive init's."""
+    x = images(16)
+
+    def noisy():
+        net = mlp()
+        net[1].register_forward_hook(lambda _m, _i, o: o + 0.1 * torch.randn_like(o))
+        return net
+
+    assert same_init(noisy, x)
+    assert same_init(mlp, x, pairs=lambda net: [(net[1].module[1], net[2]), (net[3].module, net[4])])
+
+
+@pytest.mark.parametrize("encoding,passes_per_layer", [("direct", 1), ("rate", 3)])
+def test_threshold_scaled_init_reruns_the_net_only_where_a_pass_can_differ(encoding, passes_per_layer, monkeypatch):
+    """Direct input through multi-step neurons: one pass from ``x`` per layer, then the layer
+    alone on its recorded input. Random input (rate coding): every one of the
+    ``iterations + 1`` passes runs from ``x``, and draws new spikes."""
+    from compendium.spiking.layers import Encoder
+
     calls = []
-    net[0].register_forward_hook(lambda *_: calls.append(1))
-    stds = threshold_scaled_init(net, images(16), 0.5)
+    forward = Encoder.forward
+    monkeypatch.setattr(Encoder, "forward", lambda self, x: calls.append(1) or forward(self, x))  # no hook: counted
+    torch.manual_seed(0)
+    stds = threshold_scaled_init(mlp(encoding), images(16), 0.5)
     assert len(calls) == 2 * passes_per_layer  # two layers measured (the classifier is not)
-    assert all(abs(s - 0.5) < 0.05 for s in stds)
+    if encoding == "direct":  # (rate input: each measurement sees new spikes)
+        assert all(abs(s - 0.5) < 0.05 for s in stds)
 
 
 def test_only_modules_known_to_be_pure_let_the_init_reuse_a_layers_input():
-    from compendium.spiking.init import _pure_prefix
+    from compendium.spiking.init import _pure_modules
     from compendium.spiking.layers import Encoder
     from compendium.spiking.neuron import LIF as LIFLayer
 
-    assert _pure_prefix(torch.nn.Sequential(Encoder("direct", 2), LIFLayer(**LIF)))
-    assert not _pure_prefix(LIFLayer(step_mode="single", **LIF))  # keeps its membrane between calls
-    assert not _pure_prefix(torch.nn.Sequential(Encoder("rate", 2)))  # draws new spikes at every call
-    assert not _pure_prefix(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()))
+    assert _pure_modules(torch.nn.Sequential(Encoder("direct", 2), LIFLayer(**LIF)))
+    assert not _pure_modules(LIFLayer(step_mode="single", **LIF))  # keeps its membrane between calls
+    assert not _pure_modules(torch.nn.Sequential(Encoder("rate", 2)))  # draws new spikes at every call
+    assert not _pure_modules(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()))
 
     class Custom(torch.nn.Linear):  # a subclass may override forward: not assumed pure
         pass
 
-    assert not _pure_prefix(Custom(2, 2))
+    assert not _pure_modules(Custom(2, 2))
 
 
 def test_probes_leave_bn_statistics_untouched():

@@ -62,45 +62,61 @@ def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: f
     between calls in the models it is used on (multi-step LIF layers, random draws only in
     the input encoder before every layer) — a model with dropout or a stateful single-step
     neuron after a measured layer would see a different random stream or state. Where every
-    module is known to be pure (:func:`_pure_prefix`: direct input, multi-step neurons, the
-    ResNets' blocks), the ``iterations`` passes after the first run the measured module alone
-    on the input it received in the first, as nothing before it has changed: the same weights
-    bit for bit, at a third of the cost (a 50-layer net's init took 15 % of the tdbn chapter)."""
+    module is known to be pure (:func:`_pure_modules`: direct input, multi-step neurons, the
+    ResNets' blocks) and no hook observes one, the ``iterations`` passes after the first run the
+    measured module alone on the input it received in the first (when the rescaled layer lies
+    inside it, as nothing before it has changed): the same weights bit for bit, at a third of
+    the cost (a 50-layer net's init took 15 % of the tdbn chapter). Otherwise every pass runs
+    the model from ``x``."""
     from compendium import smoke
 
     x, iterations = smoke.batch(x), smoke.limit(iterations, 1)  # smoke mode: one pass per layer, a batch of two
     pairs = targets if targets is not None else [(layer, layer) for layer in _weight_layers(model)[:-1]]
     stds: list[float] = []
 
-    reuse = _pure_prefix(model)
+    from compendium.spiking.neuron import unhooked
 
-    def measured_input(measured: nn.Module) -> tuple[tuple, dict]:
-        # the forward stops as the measured module is called (what comes after cannot change
-        # its output), so the layer-by-layer pass costs about half of L full forwards instead of L
-        got: list[tuple[tuple, dict]] = []
+    # a pass can start from the measured module's recorded input only where nothing on the way
+    # draws random numbers, keeps state or is observed by a hook (a hook may change or count)
+    reusable = _pure_modules(model) and unhooked(*model.modules())
 
-        def grab(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-            got.append((args, kwargs))
+    def measured_pass(measured: nn.Module, keep_input: bool) -> tuple[float, tuple[tuple, dict] | None]:
+        # the forward stops at the measured module's output (what comes after cannot change it),
+        # so the layer-by-layer pass costs about half of L full forwards instead of L
+        inputs: list[tuple[tuple, dict]] = []
+        out: list[Tensor] = []
+
+        def record(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not inputs:
+                inputs.append((args, kwargs))
+
+        def grab(_m: nn.Module, _i: tuple, o: Tensor) -> None:
+            out.append(o)
             raise _Measured
 
-        h = measured.register_forward_pre_hook(grab, with_kwargs=True)
+        hooks = [measured.register_forward_pre_hook(record, with_kwargs=True)] if keep_input else []
+        hooks.append(measured.register_forward_hook(grab))
         try:
             model(x)
         except _Measured:
             pass
         finally:
-            h.remove()
-        if not got:
+            for h in hooks:
+                h.remove()
+        if not out:
             raise RuntimeError(f"{type(measured).__name__} was not called in the forward pass of {type(model).__name__}")
-        return got[0]
+        return float(out[0].std()), (inputs[0] if keep_input else None)
 
     with frozen_buffers(model):
         for layer, measured in pairs:
-            inputs = measured_input(measured)
+            # the recorded input stays valid while only weights inside the measured module change
+            reuse = reusable and any(m is layer for m in measured.modules())
+            inputs = None
             for i in range(iterations + 1):
-                if i and not reuse:  # the input may differ from pass to pass (random draws, state)
-                    inputs = measured_input(measured)
-                s = float(measured(*inputs[0], **inputs[1]).std())
+                if inputs is None:
+                    s, inputs = measured_pass(measured, keep_input=reuse)
+                else:
+                    s = float(measured(*inputs[0], **inputs[1]).std())
                 if i == iterations:
                     stds.append(s)
                 elif s > 0:
@@ -108,13 +124,14 @@ def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: f
     return stds
 
 
-def _pure_prefix(model: nn.Module) -> bool:
+def _pure_modules(model: nn.Module) -> bool:
     """Whether every module of ``model`` is known to compute its output from its input and
-    parameters alone (no random draws, no state carried between calls): then the input of a
-    measured module is the same in every pass of :func:`threshold_scaled_init` until an earlier
-    weight changes, and the passes after the first can start from it instead of from ``x``
-    (the same numbers, bit for bit). A rate encoder, a single-step neuron or any module not
-    listed (dropout, a user's own) makes every pass run from ``x``."""
+    parameters alone (no random draws, no state carried between calls; batch norm's running
+    statistics are written but never read in training mode): then the input of a measured
+    module is the same in every pass of :func:`threshold_scaled_init` until a weight before it
+    changes, and the passes after the first can start from it instead of from ``x`` (the same
+    numbers, bit for bit). A rate encoder, a single-step neuron or any module not listed
+    (dropout, a subclass, a user's own) makes every pass run the model from ``x``."""
     from compendium.spiking import layers, neuron, norm, resnet
 
     pure = {nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Flatten, nn.Sequential,
