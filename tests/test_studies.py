@@ -161,6 +161,7 @@ def test_only_modules_known_to_be_pure_let_the_init_reuse_a_layers_input():
     assert not _pure_modules(LIFLayer(step_mode="single", **LIF))  # keeps its membrane between calls
     assert not _pure_modules(torch.nn.Sequential(Encoder("rate", 2)))  # draws new spikes at every call
     assert not _pure_modules(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()))
+    assert _pure_modules(torch.nn.ReLU()) and not _pure_modules(torch.nn.ReLU(inplace=True))
 
     class Custom(torch.nn.Linear):  # a subclass may override forward: not assumed pure
         pass

@@ -69,54 +69,45 @@ def threshold_scaled_init(model: nn.Module, x: Tensor, threshold: float, gain: f
     the cost (a 50-layer net's init took 15 % of the tdbn chapter). Otherwise every pass runs
     the model from ``x``."""
     from compendium import smoke
+    from compendium.spiking.neuron import unhooked
 
     x, iterations = smoke.batch(x), smoke.limit(iterations, 1)  # smoke mode: one pass per layer, a batch of two
     pairs = targets if targets is not None else [(layer, layer) for layer in _weight_layers(model)[:-1]]
     stds: list[float] = []
-
-    from compendium.spiking.neuron import unhooked
-
     # a pass can start from the measured module's recorded input only where nothing on the way
     # draws random numbers, keeps state or is observed by a hook (a hook may change or count)
     reusable = _pure_modules(model) and unhooked(*model.modules())
 
-    def measured_pass(measured: nn.Module, keep_input: bool) -> tuple[float, tuple[tuple, dict] | None]:
+    def measured_pass(measured: nn.Module) -> tuple[float, tuple[tuple, dict]]:
         # the forward stops at the measured module's output (what comes after cannot change it),
         # so the layer-by-layer pass costs about half of L full forwards instead of L
-        inputs: list[tuple[tuple, dict]] = []
-        out: list[Tensor] = []
+        got: list[tuple[Tensor, tuple, dict]] = []
 
-        def record(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-            if not inputs:
-                inputs.append((args, kwargs))
-
-        def grab(_m: nn.Module, _i: tuple, o: Tensor) -> None:
-            out.append(o)
+        def grab(_m: nn.Module, args: tuple, kwargs: dict, o: Tensor) -> None:
+            got.append((o, args, kwargs))
             raise _Measured
 
-        hooks = [measured.register_forward_pre_hook(record, with_kwargs=True)] if keep_input else []
-        hooks.append(measured.register_forward_hook(grab))
+        h = measured.register_forward_hook(grab, with_kwargs=True)
         try:
             model(x)
         except _Measured:
             pass
         finally:
-            for h in hooks:
-                h.remove()
-        if not out:
+            h.remove()
+        if not got:
             raise RuntimeError(f"{type(measured).__name__} was not called in the forward pass of {type(model).__name__}")
-        return float(out[0].std()), (inputs[0] if keep_input else None)
+        out, args, kwargs = got[0]
+        return float(out.std()), (args, kwargs)
 
     with frozen_buffers(model):
         for layer, measured in pairs:
             # the recorded input stays valid while only weights inside the measured module change
             reuse = reusable and any(m is layer for m in measured.modules())
-            inputs = None
             for i in range(iterations + 1):
-                if inputs is None:
-                    s, inputs = measured_pass(measured, keep_input=reuse)
+                if i == 0 or not reuse:
+                    s, (args, kwargs) = measured_pass(measured)
                 else:
-                    s = float(measured(*inputs[0], **inputs[1]).std())
+                    s = float(measured(*args, **kwargs).std())
                 if i == iterations:
                     stds.append(s)
                 elif s > 0:
@@ -130,8 +121,8 @@ def _pure_modules(model: nn.Module) -> bool:
     statistics are written but never read in training mode): then the input of a measured
     module is the same in every pass of :func:`threshold_scaled_init` until a weight before it
     changes, and the passes after the first can start from it instead of from ``x`` (the same
-    numbers, bit for bit). A rate encoder, a single-step neuron or any module not listed
-    (dropout, a subclass, a user's own) makes every pass run the model from ``x``."""
+    numbers, bit for bit). A rate encoder, a single-step neuron, an in-place ReLU or any module
+    not listed (dropout, a subclass, a user's own) makes every pass run the model from ``x``."""
     from compendium.spiking import layers, neuron, norm, resnet
 
     pure = {nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Flatten, nn.Sequential,
@@ -143,6 +134,8 @@ def _pure_modules(model: nn.Module) -> bool:
             ok = m.kind != "rate"
         elif type(m) is neuron.LIF:
             ok = m.step_mode == "multi"
+        elif type(m) is nn.ReLU:
+            ok = not m.inplace  # it could overwrite a recorded input
         else:
             ok = type(m) in pure
         if not ok:
