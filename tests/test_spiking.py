@@ -158,6 +158,25 @@ def test_surrogates_match_snntorch(ours, theirs):
     assert torch.equal(ours(x), theirs(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [1.0, 0.7])
+def test_spike_and_window_are_the_comparisons_bit_for_bit(dtype, width):
+    """The spike ``1[x > 0]`` and the rectangular window ``1[|x| < a/2] / a``, written into float
+    tensors, equal the boolean comparisons converted; non-contiguous input, exact zeros, the
+    window's edges and NaN included; the window carries no gradient, the spike the surrogate's."""
+    sg = Rectangular(width)
+    x = torch.randn(9, 12, dtype=dtype).t()  # a transposed (non-contiguous) input
+    x[0, :4] = torch.tensor([0.0, width / 2, -width / 2, float("nan")], dtype=dtype)
+    x = x.requires_grad_()
+    spikes = sg(x)
+    assert torch.equal(spikes, (x.detach() > 0).to(dtype)) and spikes.dtype == dtype
+    window = sg.grad(x)
+    assert torch.equal(window, (x.detach().abs() < width / 2).to(dtype) / width) and not window.requires_grad
+    g = torch.randn_like(spikes)
+    spikes.backward(g)
+    assert torch.equal(x.grad, g * ((x.detach().abs() < width / 2).to(dtype) / width))
+
+
 def test_surrogate_registry():
     assert isinstance(surrogates.get("arctan", 3.0), ArcTan)
     with pytest.raises(ValueError, match="unknown surrogate"):
