@@ -77,9 +77,17 @@ def _cli(project, *args, env=None, cwd=None, **kw):
                           env={**os.environ, **(env or {})}, cwd=cwd, **kw)
 
 
+def _interruptible() -> None:
+    # the CLI as a user starts it from a terminal, with SIGINT at its default: a suite launched as
+    # a background job of a non-interactive shell (`.ci/run &`) inherits SIGINT ignored (POSIX),
+    # exec keeps it ignored, and the interrupt test would wait out the kernel's sleep
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(project, *args):
     return subprocess.Popen([sys.executable, "-m", "compendium", "--root", str(project.root), "--output-root",
-                             str(project.output_root), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(project.output_root), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
 
 
 def _snapshot(project: Project) -> dict[str, bytes]:
