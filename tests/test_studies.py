@@ -28,10 +28,11 @@ def test_threshold_scaled_init_sets_each_layer_output_to_the_threshold_scale():
 
 
 
-def naive_threshold_init(net, x, iterations=2, pairs=None):
+def naive_threshold_init(net, x, iterations=2, pairs=None, stop=True):
     """The init written plainly: every pass (``iterations`` rescalings, then the measurement
     returned) runs the net from ``x`` up to the measured module's output (as the init did
-    before it reused inputs); ``pairs``: (rescaled layer, measured module)."""
+    before it reused inputs), or through the whole net with ``stop=False``; ``pairs``:
+    (rescaled layer, measured module)."""
     if pairs is None:
         pairs = [(m, m) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
 
@@ -41,7 +42,8 @@ def naive_threshold_init(net, x, iterations=2, pairs=None):
     def grab(out):
         def hook(_m, _i, o):
             out.append(o)
-            raise Stop
+            if stop:
+                raise Stop
         return hook
 
     with torch.no_grad(), frozen_buffers(net):
@@ -93,15 +95,7 @@ def test_threshold_scaled_init_stopping_at_the_measured_layer_changes_nothing(bl
         whole.append(SpikingResNet(small_layout(1, 4), T=2, in_channels=1, norm=norm, lif=LIF, block=block,
                                    encoding=encoding))
     threshold_scaled_init(whole[0], x, 0.5)
-    layers = [m for m in whole[1].modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
-    with torch.no_grad(), frozen_buffers(whole[1]):
-        for layer in layers:
-            for _ in range(2):
-                out = []
-                h = layer.register_forward_hook(lambda _m, _i, o: out.append(o))
-                whole[1](x)
-                h.remove()
-                layer.weight.mul_(0.5 / float(out[0].std()))
+    naive_threshold_init(whole[1], x, stop=False)
     if encoding == "direct":  # with rate input the whole passes draw differently (the final measurement)
         assert all(torch.equal(a, b) for a, b in zip(whole[0].state_dict().values(), whole[1].state_dict().values()))
     assert same_init(lambda: SpikingResNet(small_layout(2, 8), T=2, in_channels=1, norm=norm, lif=LIF, block=block,
