@@ -30,6 +30,23 @@ def test_tdbn_training_mode_equals_the_formula():
     torch.testing.assert_close(bn(x), tdbn_by_hand(x, RESIDUAL_ALPHA, 0.7, bn.weight, bn.bias))
 
 
+def test_tdbn_gradients_equal_the_formulas():
+    """The affine α·V_th·γ rides inside the batch-norm call: its gradients (input, γ, β) must
+    still be those of the by-hand formula, including the α·V_th factor on γ's."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(3, 5, 2, 4, 4, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_()
+    r = torch.randn(3, 5, 2, 4, 4, generator=g, dtype=torch.float64)
+    bn = TdBN(2, threshold=0.6, alpha=RESIDUAL_ALPHA).double()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.5, -0.5]))
+        bn.bias.copy_(torch.tensor([0.2, 0.3]))
+    ours = torch.autograd.grad((bn(x) * r).sum(), (x, bn.weight, bn.bias))
+    w, b = bn.weight.detach().clone().requires_grad_(), bn.bias.detach().clone().requires_grad_()
+    ref = torch.autograd.grad((tdbn_by_hand(x, RESIDUAL_ALPHA, 0.6, w, b) * r).sum(), (x, w, b))
+    for a, e in zip(ours, ref):
+        torch.testing.assert_close(a, e)
+
+
 def test_tdbn_eval_mode_uses_running_statistics():
     g = torch.Generator().manual_seed(1)
     bn = TdBN(2, threshold=0.5, momentum=1.0).double()  # momentum 1: running stats = last batch's
