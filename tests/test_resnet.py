@@ -81,6 +81,24 @@ def test_per_step_bn_normalises_each_step_separately():
     assert z.mean(dim=(1, 3, 4)).abs().max() > 1  # tdBN keeps the steps' differences
 
 
+def test_per_step_bn_gradients_are_each_steps_own():
+    """Input and affine gradients of PerStepBN equal those of one BatchNorm2d applied to each step
+    as a separate batch (the steps' gradients stacked back in step order, γ/β summed over steps)."""
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(3, 6, 2, 4, 4, generator=g, dtype=torch.float64) + torch.arange(3.0, dtype=torch.float64).view(3, 1, 1, 1, 1)).requires_grad_()
+    r = torch.randn(3, 6, 2, 4, 4, generator=g, dtype=torch.float64)
+    bn = PerStepBN(2).double()
+    with torch.no_grad():
+        bn.bn.weight.copy_(torch.tensor([0.7, 1.3]))
+        bn.bn.bias.copy_(torch.tensor([0.1, -0.1]))
+    ours = torch.autograd.grad((bn(x) * r).sum(), (x, bn.bn.weight, bn.bn.bias))
+    ref_bn = torch.nn.BatchNorm2d(2).double()
+    ref_bn.load_state_dict(bn.bn.state_dict())
+    per_step = [torch.autograd.grad((ref_bn(x[t]) * r[t]).sum(), (x, ref_bn.weight, ref_bn.bias)) for t in range(3)]
+    for i, got in enumerate(ours):
+        torch.testing.assert_close(got, sum(p[i] for p in per_step))
+
+
 def test_layouts_and_parameter_counts():
     assert LAYOUTS["resnet19"].depth() == 19 and LAYOUTS["resnet34"].depth() == 34 and LAYOUTS["resnet50"].depth() == 50
     assert small_layout(8, 4).depth() == 50

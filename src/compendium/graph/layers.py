@@ -309,7 +309,7 @@ class SpikingGATConv(nn.Module):
         """The neuron's input ``[T, N, out]`` (after STFN when present)."""
         if x.dim() == 2:  # static input: attention, aggregation and normalisation once
             return self.norm(self.conv(x, edge_index).unsqueeze(0)).expand(self.T, -1, -1)
-        return self.norm(torch.stack([self.conv(x[t], edge_index) for t in range(x.shape[0])]))
+        return self.norm(torch.stack([self.conv(xt, edge_index) for xt in x.unbind(0)]))  # unbind: as PerStepBN
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         return self.neuron(self.presynaptic(x, edge_index))

@@ -95,19 +95,22 @@ class PlasticLIF(nn.Module):
         else:
             trace = self._start_trace()
         spikes = []
+        # unbind, not x[t]: one backward node stacks the steps' gradients, where T selects would
+        # each scatter theirs into a zero tensor of the whole [T, B, ·] and sum those (same values)
+        drives, xs = drive.unbind(0), x.unbind(0)
         for t in range(T):
-            current = drive[t]
+            current, xt = drives[t], xs[t]
             if self.plastic:
-                local = torch.bmm(x[t].unsqueeze(1), trace).squeeze(1) if self.per_sample else x[t] @ trace
+                local = torch.bmm(xt.unsqueeze(1), trace).squeeze(1) if self.per_sample else xt @ trace
                 current = current + self.alpha * local
             o, u = lif_step(current, u, self.decay, self.threshold, reset="subtract_decayed", surrogate=self.surrogate)
             if self.plastic:
                 post = torch.tanh(u / self.threshold - self.eta)
                 if self.per_sample:
-                    hebb = (x[t] * self.beta).unsqueeze(2) * post.unsqueeze(1)
+                    hebb = (xt * self.beta).unsqueeze(2) * post.unsqueeze(1)
                 else:
                     # one matmul instead of the official bmm(...).mean(0) (identical values, 18x faster)
-                    hebb = (x[t] * self.beta).transpose(0, 1) @ post / B
+                    hebb = (xt * self.beta).transpose(0, 1) @ post / B
                 trace = torch.clamp(self.trace_decay * trace + hebb, -self.clip, self.clip)
             spikes.append(o)
         if self.plastic and self.persistent:
@@ -147,8 +150,9 @@ class PlasticLIF(nn.Module):
         local = x0 @ trace0
         u = torch.zeros_like(drive[0])
         spikes, posts = [], []
+        drives = drive.unbind(0)  # as in forward: one backward node for the steps' gradients
         for t in range(T):
-            o, u = lif_step(drive[t] + self.alpha * local, u, self.decay, self.threshold, reset="subtract_decayed",
+            o, u = lif_step(drives[t] + self.alpha * local, u, self.decay, self.threshold, reset="subtract_decayed",
                             surrogate=self.surrogate)
             post = torch.tanh(u / self.threshold - self.eta)
             posts.append(post)

@@ -61,9 +61,11 @@ class PerStepBN(nn.Module):
         self.num_features = num_features
 
     def forward(self, x: Tensor) -> Tensor:
-        # BatchNorm2d accepts [B, C, H, W]; BatchNorm1d's functional form is the same call
-        return torch.stack([F.batch_norm(x[t], self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias,
-                                         self.training, self.bn.momentum, self.bn.eps) for t in range(x.shape[0])])
+        # BatchNorm2d accepts [B, C, H, W]; BatchNorm1d's functional form is the same call. The steps
+        # come from unbind (one backward node stacking their gradients), not x[t]: T selects would
+        # each scatter a gradient into a zero tensor of the whole input and sum those (same values)
+        return torch.stack([F.batch_norm(xt, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias,
+                                         self.training, self.bn.momentum, self.bn.eps) for xt in x.unbind(0)])
 
 
 NORMS = ("none", "bn", "tdbn")
