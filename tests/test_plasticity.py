@@ -104,6 +104,39 @@ def test_episodes_are_n_way_k_shot_with_unseen_queries():
     assert len(held) == 4 and not set(train) & set(held)
 
 
+def _episodes_one_by_one(images, labels, classes, n_way, k_shot, n_episodes, seed):
+    """The plainly written sampler: each episode drawn and its images indexed in turn."""
+    rng = np.random.default_rng(seed)
+    by_class = {int(c): np.flatnonzero(labels.numpy() == c) for c in classes}
+    sx, sy, qx, qy = [], [], [], []
+    for _ in range(n_episodes):
+        chosen = rng.choice(classes, size=n_way, replace=False)
+        items, tags = [], []
+        for j, c in enumerate(chosen):
+            items += list(rng.choice(by_class[int(c)], size=k_shot, replace=False))
+            tags += [j] * k_shot
+        order = rng.permutation(len(items))
+        target = int(rng.integers(n_way))
+        q_pick = rng.choice([i for i in by_class[int(chosen[target])] if i not in items], size=1)[0]
+        sx.append(images[np.array(items)[order]])
+        sy.append(torch.tensor(np.array(tags)[order]))
+        qx.append(images[q_pick])
+        qy.append(target)
+    return torch.stack(sx), torch.stack(sy), torch.stack(qx), torch.tensor(qy)
+
+
+@pytest.mark.parametrize("n_way, k_shot, seed", [(5, 1, 0), (3, 2, 7), (4, 3, 1)])
+def test_episodes_are_those_drawn_one_at_a_time(n_way, k_shot, seed):
+    labels = torch.arange(12).repeat_interleave(8)
+    images = torch.randn(96, 1, 3, 3, generator=torch.Generator().manual_seed(seed))
+    classes = np.arange(1, 12)
+    got = X.episodes(images, labels, classes, n_way=n_way, k_shot=k_shot, n_episodes=40, seed=seed)
+    want = _episodes_one_by_one(images, labels, classes, n_way, k_shot, 40, seed)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape and g.is_contiguous()
+        assert torch.equal(g, w)
+
+
 def test_hebbian_output_layer_can_bind_labels_without_meta_training():
     # hand-built features: each class is one orthogonal direction; HP with alpha=1 must answer
     # the query from the bound support label, GP cannot beat chance

@@ -268,22 +268,24 @@ def episodes(images: Tensor, labels: Tensor, classes: np.ndarray, n_way: int, k_
         n_episodes = smoke.shrink("few-shot episodes", n_episodes, n_episodes)[0]
     rng = np.random.default_rng(seed)
     by_class = {int(c): np.flatnonzero(labels.numpy() == c) for c in classes}
-    sx, sy, qx, qy = [], [], [], []
-    for _ in range(n_episodes):
+    # the draws are made episode by episode (the generator's stream fixes the episodes); the
+    # images are gathered once at the end, one indexing per tensor instead of one per episode
+    n_items = n_way * k_shot
+    support = np.empty((n_episodes, n_items), dtype=np.int64)
+    tags = np.empty((n_episodes, n_items), dtype=np.int64)
+    query = np.empty(n_episodes, dtype=np.int64)
+    query_tag = np.empty(n_episodes, dtype=np.int64)
+    way_tags = np.repeat(np.arange(n_way, dtype=np.int64), k_shot)
+    for e in range(n_episodes):
         chosen = rng.choice(classes, size=n_way, replace=False)
-        items, tags = [], []
-        for j, c in enumerate(chosen):
-            items += list(rng.choice(by_class[int(c)], size=k_shot, replace=False))
-            tags += [j] * k_shot
-        order = rng.permutation(len(items))
+        items = np.concatenate([rng.choice(by_class[int(c)], size=k_shot, replace=False) for c in chosen])
+        order = rng.permutation(n_items)
         target = int(rng.integers(n_way))
-        q_class = chosen[target]
-        q_pick = rng.choice([i for i in by_class[int(q_class)] if i not in items], size=1)[0]
-        sx.append(images[np.array(items)[order]])
-        sy.append(torch.tensor(np.array(tags)[order]))
-        qx.append(images[q_pick])
-        qy.append(target)
-    return torch.stack(sx), torch.stack(sy), torch.stack(qx), torch.tensor(qy)
+        pool = by_class[int(chosen[target])]
+        query[e] = rng.choice(pool[(pool[:, None] != items).all(1)], size=1)[0]  # not in the support (np.isin: 5x slower)
+        support[e], tags[e], query_tag[e] = items[order], way_tags[order], target
+    return images[torch.from_numpy(support)], torch.from_numpy(tags), images[torch.from_numpy(query)], \
+        torch.from_numpy(query_tag)
 
 
 class Features(nn.Module):
