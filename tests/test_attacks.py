@@ -146,6 +146,39 @@ def test_slow_changes_accumulate_against_the_reference_level():
     assert refr[:, 0, 0].tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
 
 
+def _events_step_by_step(frames, threshold, substeps, refractory, noise, generator):
+    """The simulator's rule written plainly: every sub-step masks by the refractory countdown and
+    draws its own spurious events (spurious, then polarity) from the generator."""
+    log = torch.log(frames.float() + 1e-2)
+    ref, quiet = log[0].clone(), torch.zeros_like(log[0])
+    out = torch.zeros(frames.shape[0] - 1, 2, *frames.shape[1:])
+    for n in range(frames.shape[0] - 1):
+        for s in range(1, substeps + 1):
+            level = log[n] + (log[n + 1] - log[n]) * (s / substeps)
+            active = quiet <= 0
+            on = torch.floor((level - ref) / threshold).clamp_min(0) * active
+            off = torch.floor((ref - level) / threshold).clamp_min(0) * active
+            ref = ref + (on - off) * threshold
+            spurious = torch.rand(ref.shape, generator=generator) < noise
+            up = torch.rand(ref.shape, generator=generator) < 0.5
+            on, off = on + (spurious & up), off + (spurious & ~up)
+            quiet = torch.where((on + off) > 0, torch.full_like(quiet, float(refractory)), quiet - 1)
+            out[n, 0] += on
+            out[n, 1] += off
+    return out
+
+
+@pytest.mark.parametrize("substeps, refractory, noise", [(1, 0, 0.05), (3, 0, 0.05), (1, 2, 0.05), (2, 1, 0.0)])
+def test_events_equal_the_step_by_step_rule_and_its_noise_draws(substeps, refractory, noise):
+    frames = torch.rand(12, 6, 5, generator=torch.Generator().manual_seed(substeps)) * 2
+    frames[4] = frames[3]  # a still interval
+    got = frames_to_events(frames, 0.15, substeps=substeps, refractory=refractory, noise=noise, counts=True,
+                           generator=torch.Generator().manual_seed(9))
+    want = _events_step_by_step(frames, 0.15, substeps, refractory, noise, torch.Generator().manual_seed(9))
+    assert torch.equal(got, want)
+    assert got.sum() > 0
+
+
 def test_nmnist_like_events_are_binary_two_channel_and_where_the_digit_is():
     img = torch.zeros(2, 1, 28, 28)
     img[0, 0, 10:18, 10:18] = 1.0

@@ -44,22 +44,34 @@ def frames_to_events(frames: Tensor, threshold: float = 0.2, *, eps: float = 1e-
         raise ValueError("intensities must be non-negative")
     log = torch.log(frames.float() + eps)
     ref = log[0].clone()
-    quiet = torch.zeros_like(ref)  # sub-steps left in each pixel's refractory period
-    out = torch.zeros(frames.shape[0] - 1, 2, *frames.shape[1:])
-    for n in range(frames.shape[0] - 1):
+    # without a refractory period every pixel is always active: the mask and its countdown are
+    # skipped (multiplying by an all-ones mask changes no value)
+    quiet = torch.zeros_like(ref) if refractory > 0 else None  # sub-steps left in each pixel's refractory period
+    n_steps = frames.shape[0] - 1
+    out = torch.zeros(n_steps, 2, *frames.shape[1:])
+    if noise > 0:
+        # all the draws at once, in the order the steps would draw them (step, sub-step, then the
+        # spurious and the polarity draw): the generator yields the same numbers, one call instead of 2·N·substeps
+        draws = torch.rand((n_steps, substeps, 2, *ref.shape), generator=generator)
+        spurious = draws[:, :, 0] < noise
+        up = draws[:, :, 1] < 0.5
+        spurious_on, spurious_off = spurious & up, spurious & ~up
+    for n in range(n_steps):
         for s in range(1, substeps + 1):
             level = log[n] + (log[n + 1] - log[n]) * (s / substeps)
-            active = quiet <= 0
-            on = torch.floor((level - ref) / threshold).clamp_min(0) * active
-            off = torch.floor((ref - level) / threshold).clamp_min(0) * active
+            on = torch.floor((level - ref) / threshold).clamp_min_(0)
+            off = torch.floor((ref - level) / threshold).clamp_min_(0)
+            if quiet is not None:
+                active = quiet <= 0
+                on.mul_(active)
+                off.mul_(active)
             ref = ref + (on - off) * threshold
             if noise > 0:
-                spurious = torch.rand(ref.shape, generator=generator) < noise
-                up = torch.rand(ref.shape, generator=generator) < 0.5
-                on = on + (spurious & up)
-                off = off + (spurious & ~up)
-            fired = (on + off) > 0
-            quiet = torch.where(fired, torch.full_like(quiet, float(refractory)), quiet - 1)
+                on.add_(spurious_on[n, s - 1])
+                off.add_(spurious_off[n, s - 1])
+            if quiet is not None:
+                fired = (on + off) > 0
+                quiet = torch.where(fired, torch.full_like(quiet, float(refractory)), quiet - 1)
             out[n, 0] += on
             out[n, 1] += off
     return out if counts else (out > 0).float()

@@ -118,7 +118,7 @@ def exposure_frames(frames: Tensor, exposure: int) -> Tensor:
     c = torch.cat([torch.zeros_like(c[:1]), c])
     k = torch.arange(frames.shape[0])
     lo = (k - exposure + 1).clamp_min(0)
-    return ((c[k + 1] - c[lo]) / (k + 1 - lo).view(-1, 1, 1)).to(frames.dtype)
+    return ((c[1:] - c[lo]) / (k + 1 - lo).view(-1, 1, 1)).to(frames.dtype)  # c[1:] is c[k + 1], without a gather
 
 
 def _heading(rng: np.random.Generator, n: int) -> np.ndarray:
