@@ -85,7 +85,8 @@ def test_per_step_bn_gradients_are_each_steps_own():
     """Input and affine gradients of PerStepBN equal those of one BatchNorm2d applied to each step
     as a separate batch (the steps' gradients stacked back in step order, γ/β summed over steps)."""
     g = torch.Generator().manual_seed(4)
-    x = (torch.randn(3, 6, 2, 4, 4, generator=g, dtype=torch.float64) + torch.arange(3.0, dtype=torch.float64).view(3, 1, 1, 1, 1)).requires_grad_()
+    shift = torch.arange(3.0, dtype=torch.float64).view(3, 1, 1, 1, 1)  # each step its own statistics
+    x = (torch.randn(3, 6, 2, 4, 4, generator=g, dtype=torch.float64) + shift).requires_grad_()
     r = torch.randn(3, 6, 2, 4, 4, generator=g, dtype=torch.float64)
     bn = PerStepBN(2).double()
     with torch.no_grad():

@@ -282,7 +282,8 @@ def episodes(images: Tensor, labels: Tensor, classes: np.ndarray, n_way: int, k_
         order = rng.permutation(n_items)
         target = int(rng.integers(n_way))
         pool = by_class[int(chosen[target])]
-        query[e] = rng.choice(pool[(pool[:, None] != items).all(1)], size=1)[0]  # not in the support (np.isin: 5x slower)
+        # the query is not a support drawing (a broadcast comparison: np.isin is 5x slower here)
+        query[e] = rng.choice(pool[(pool[:, None] != items).all(1)], size=1)[0]
         support[e], tags[e], query_tag[e] = items[order], way_tags[order], target
     return images[torch.from_numpy(support)], torch.from_numpy(tags), images[torch.from_numpy(query)], \
         torch.from_numpy(query_tag)
