@@ -6,7 +6,7 @@ from torch_geometric.nn import GCNConv
 
 from compendium.graph import STFN, GCN, NodeClassifier, SpikingGCNConv, SpikingGNN, normalized_adjacency
 from compendium.graph.cost import gcn_ops
-from compendium.graph.layers import propagate
+from compendium.graph.layers import SparseOperator, propagate
 from compendium.graph.models import encode_features
 from compendium.learning import fit
 
@@ -431,3 +431,42 @@ def test_every_spiking_variant_fires_at_initialisation_on_cora():
                                          lif={"decay": d["decay"], "threshold": d["threshold"]}, dropout=d["dropout_gc"]),
                               data.x, data.edge_index, data.num_nodes)
     assert firing_rates(unscaled, nodes)[0] < 0.001  # PyTorch's default initialisation: (almost) silent
+
+
+def _row_major_copy(clf):
+    import copy
+
+    twin = copy.deepcopy(clf)
+    for m in twin.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight = torch.nn.Parameter(m.weight.detach().contiguous())
+    return twin
+
+
+@pytest.mark.parametrize("kind", ["gcn", "gc-snn+stfn"])
+def test_transposed_weight_storage_trains_as_row_major_bit_for_bit(kind):
+    # bag-of-words-like features (2 % non-zero, so held as a SparseOperator): the first layer's
+    # weight is stored column-major for the sparse product X Wᵀ; training must not notice
+    g = torch.Generator().manual_seed(3)
+    n, f = 60, 200
+    x = (torch.rand(n, f, generator=g) < 0.02).float()
+    y = torch.arange(n) % 3
+    src = torch.arange(n - 3)
+    edges = torch.cat([torch.stack([src, src + 3]), torch.stack([src + 3, src])], 1)
+    torch.manual_seed(0)
+    net = (GCN(f, 16, 3, dropout=0.5) if kind == "gcn" else
+           SpikingGNN("gcn", f, 16, 3, n, 4, stfn=True, lif={"decay": 0.5, "threshold": 0.5}, dropout=0.1))
+    clf = NodeClassifier(net, x, edges, n)
+    first = clf.model.lin1 if kind == "gcn" else clf.model.layer1.linear
+    assert isinstance(clf.x, SparseOperator)
+    assert first.weight.shape == (16, f) and first.weight.t().is_contiguous()
+    start = first.weight.detach().clone()
+    twin = _row_major_copy(clf)
+    assert twin.state_dict().keys() == clf.state_dict().keys()
+    idx = torch.arange(n)
+    for model in (clf, twin):
+        fit(model, (idx[:30], y[:30]), test=(idx[30:], y[30:]), epochs=8, lr=0.02, weight_decay=5e-4, batch_size=30,
+            eval_batch_size=n, seed=1, show_progress=False)
+    for (name, a), b in zip(clf.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(first.weight, start)  # it trained

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
 from compendium.graph.layers import (SparseOperator, SpikingGATConv, SpikingGCNConv, dropout, normalized_adjacency,
-                                     propagate)
+                                     propagate, store_transposed)
 from compendium.spiking.init import frozen_buffers
 from compendium.spiking.neuron import LIF
 
@@ -134,6 +134,7 @@ class GCN(nn.Module):
         self.bias1, self.bias2 = nn.Parameter(torch.zeros(hidden)), nn.Parameter(torch.zeros(classes))
         for lin in (self.lin1, self.lin2):
             nn.init.xavier_uniform_(lin.weight)
+        store_transposed(self.lin1)  # X W₁ with sparse X reads W₁ᵀ
         self.dropout = dropout
 
     def forward(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
