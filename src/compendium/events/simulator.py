@@ -51,7 +51,8 @@ def frames_to_events(frames: Tensor, threshold: float = 0.2, *, eps: float = 1e-
     out = torch.zeros(n_steps, 2, *frames.shape[1:])
     if noise > 0:
         # all the draws at once, in the order the steps would draw them (step, sub-step, then the
-        # spurious and the polarity draw): the generator yields the same numbers, one call instead of 2·N·substeps
+        # spurious and the polarity draw): the generator yields the same numbers, one call instead of 2·N·substeps.
+        # They are held for the whole call: 2·substeps floats per pixel and frame (plus their masks)
         draws = torch.rand((n_steps, substeps, 2, *ref.shape), generator=generator)
         spurious = draws[:, :, 0] < noise
         up = draws[:, :, 1] < 0.5
