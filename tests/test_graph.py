@@ -446,27 +446,45 @@ def _row_major_copy(clf):
 @pytest.mark.parametrize("kind", ["gcn", "gc-snn+stfn"])
 def test_transposed_weight_storage_trains_as_row_major_bit_for_bit(kind):
     # bag-of-words-like features (2 % non-zero, so held as a SparseOperator): the first layer's
-    # weight is stored column-major for the sparse product X Wᵀ; training must not notice
+    # weight is stored column-major for the sparse product X Wᵀ; training must not notice. The
+    # shapes are Cora's hidden and class widths (64 → 7 for the GC-SNN), at which a dense
+    # F.linear rounds differently for a column-major weight: storing every layer's weight
+    # column-major (as an earlier version did) fails this
     g = torch.Generator().manual_seed(3)
-    n, f = 60, 200
+    n, f, hidden, classes = 700, 300, 16 if kind == "gcn" else 64, 7
     x = (torch.rand(n, f, generator=g) < 0.02).float()
-    y = torch.arange(n) % 3
+    y = torch.arange(n) % classes
     src = torch.arange(n - 3)
     edges = torch.cat([torch.stack([src, src + 3]), torch.stack([src + 3, src])], 1)
     torch.manual_seed(0)
-    net = (GCN(f, 16, 3, dropout=0.5) if kind == "gcn" else
-           SpikingGNN("gcn", f, 16, 3, n, 4, stfn=True, lif={"decay": 0.5, "threshold": 0.5}, dropout=0.1))
+    net = (GCN(f, hidden, classes, dropout=0.5) if kind == "gcn" else
+           SpikingGNN("gcn", f, hidden, classes, n, 4, stfn=True, lif={"decay": 0.5, "threshold": 0.5}, dropout=0.1))
     clf = NodeClassifier(net, x, edges, n)
-    first = clf.model.lin1 if kind == "gcn" else clf.model.layer1.linear
+    first, second = (clf.model.lin1, clf.model.lin2) if kind == "gcn" else (clf.model.layer1.linear,
+                                                                            clf.model.layer2.linear)
     assert isinstance(clf.x, SparseOperator)
-    assert first.weight.shape == (16, f) and first.weight.t().is_contiguous()
+    assert first.weight.shape == (hidden, f) and first.weight.t().is_contiguous()
+    assert second.weight.is_contiguous()  # its input is dense
     start = first.weight.detach().clone()
     twin = _row_major_copy(clf)
     assert twin.state_dict().keys() == clf.state_dict().keys()
     idx = torch.arange(n)
     for model in (clf, twin):
-        fit(model, (idx[:30], y[:30]), test=(idx[30:], y[30:]), epochs=8, lr=0.02, weight_decay=5e-4, batch_size=30,
-            eval_batch_size=n, seed=1, show_progress=False)
+        fit(model, (idx[:300], y[:300]), test=(idx[300:], y[300:]), epochs=8, lr=0.02, weight_decay=5e-4,
+            batch_size=300, eval_batch_size=n, seed=1, show_progress=False)
     for (name, a), b in zip(clf.state_dict().items(), twin.state_dict().values()):
         assert torch.equal(a, b), name
     assert not torch.equal(first.weight, start)  # it trained
+
+
+def test_dense_features_keep_row_major_weights():
+    # spike trains [T, N, F] (Bernoulli coding) are dense: no layer is stored transposed
+    g = torch.Generator().manual_seed(3)
+    n, f = 40, 30
+    x = encode_features((torch.rand(n, f, generator=g) < 0.2).float(), 4, "bernoulli", g)
+    src = torch.arange(n - 1)
+    edges = torch.cat([torch.stack([src, src + 1]), torch.stack([src + 1, src])], 1)
+    net = SpikingGNN("gcn", f, 8, 3, n, 4, stfn=True, lif={"decay": 0.5, "threshold": 0.5}, dropout=0.1)
+    clf = NodeClassifier(net, x, edges, n)
+    assert not isinstance(clf.x, SparseOperator)
+    assert all(m.weight.is_contiguous() for m in clf.modules() if isinstance(m, torch.nn.Linear))

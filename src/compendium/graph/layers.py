@@ -111,14 +111,18 @@ def csr_matmul(a: Tensor, h: Tensor) -> Tensor:
 
 def store_transposed(linear: nn.Linear) -> nn.Linear:
     """Keep ``linear``'s weight ``W [out, in]`` stored column-major (the same values; ``Wᵀ`` is
-    then a contiguous ``[in, out]`` matrix), for a layer whose sparse input ``X`` is multiplied
+    then a contiguous ``[in, out]`` matrix), for a layer whose *sparse* input ``X`` is multiplied
     as ``X Wᵀ`` (:class:`SparseOperator`). MKL's sparse product takes only a contiguous dense
     operand: with the default row-major ``W`` every product copied ``Wᵀ`` first and every
-    backward pass copied ``Xᵀ g`` back into ``W``'s layout. Adam and weight decay act element by
-    element, and ``F.linear`` gave the same values for either layout wherever it was checked (the
-    dense layers of the test and of the stfn chapter's runs), so training is unchanged bit for bit.
-    Measured on Cora: 0.93x per epoch of GC-SNN+STFN in the bench, 0.97x over whole 200-epoch runs
-    (GCN 0.95x). Call before the optimiser is built: the parameter is a new object."""
+    backward pass copied ``Xᵀ g`` back into ``W``'s layout, so the sparse product computes the
+    same values from either layout and Adam and weight decay act element by element: training is
+    unchanged bit for bit. Only for a sparse input: a *dense* product ``F.linear(x, W)`` takes
+    another MKL kernel for a column-major ``W`` and rounds differently (on Cora's
+    ``[2708, 64] × [64, 7]``: up to 5e-6 apart, and twice as slow), so
+    :class:`~compendium.graph.models.NodeClassifier` applies this to the first layer only once it
+    holds the features as a :class:`SparseOperator`. Measured on Cora: 0.93x per epoch of
+    GC-SNN+STFN in the bench, 0.97x over whole 200-epoch runs (GCN 0.95x). Call before the
+    optimiser is built: the parameter is a new object."""
     linear.weight = nn.Parameter(linear.weight.detach().t().contiguous().t(), requires_grad=linear.weight.requires_grad)
     return linear
 
@@ -257,7 +261,7 @@ class SpikingGCNConv(nn.Module):
                  lif: dict, spiking: bool = True, rho: float = 1.0):
         super().__init__()
         self.T = T
-        self.linear = store_transposed(nn.Linear(in_features, out_features, bias=False))  # a static X is sparse
+        self.linear = nn.Linear(in_features, out_features, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.norm = STFN(num_nodes, lif["threshold"], rho) if stfn else nn.Identity()
         self.neuron = LIF(**lif) if spiking else nn.Identity()

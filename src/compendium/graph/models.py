@@ -134,7 +134,6 @@ class GCN(nn.Module):
         self.bias1, self.bias2 = nn.Parameter(torch.zeros(hidden)), nn.Parameter(torch.zeros(classes))
         for lin in (self.lin1, self.lin2):
             nn.init.xavier_uniform_(lin.weight)
-        store_transposed(self.lin1)  # X W₁ with sparse X reads W₁ᵀ
         self.dropout = dropout
 
     def forward(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
@@ -165,12 +164,24 @@ class GAT(nn.Module):
         return self.conv2(h, edge_index)
 
 
+def input_linear(model: nn.Module) -> nn.Linear | None:
+    """The linear layer that multiplies ``model``'s input features (``X W``; GC models only), for
+    :func:`~compendium.graph.layers.store_transposed` when those features are sparse."""
+    if isinstance(model, GCN):
+        return model.lin1
+    if isinstance(model, SpikingGNN) and model.kind == "gcn":
+        return model.layer1.linear
+    return None
+
+
 class NodeClassifier(nn.Module):
     """Wraps a full-graph model so that it maps node indices to logits: transductive node
     classification then trains through the ordinary loop, with the labelled nodes as the data.
 
     For GC models the normalised adjacency, and bag-of-words features (~1 % non-zero), are held
-    as :class:`SparseOperator`. In evaluation mode without gradient the full-graph logits are
+    as :class:`SparseOperator`; with sparse features the first layer's weight is then stored
+    column-major (:func:`~compendium.graph.layers.store_transposed`, :func:`input_linear`), so
+    build the optimiser after this wrapper. In evaluation mode without gradient the full-graph logits are
     computed once per state of the parameters and reused for every index set (validation and
     test in the same epoch cost one forward pass, not two)."""
 
@@ -184,6 +195,9 @@ class NodeClassifier(nn.Module):
             self.adj = SparseOperator(normalized_adjacency(edge_index, num_nodes))
             if x.dim() == 2 and float((x != 0).float().mean()) < 0.1:
                 self.x = SparseOperator(x)
+                first = input_linear(model)
+                if first is not None:  # the sparse product X Wᵀ reads Wᵀ: keep it contiguous
+                    store_transposed(first)
             else:
                 self.register_buffer("x", x)
         else:
