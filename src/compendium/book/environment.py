@@ -1,4 +1,4 @@
-"""The environment record kept with every result: versions, commit, CPU and threads."""
+"""The environment record kept with every result: versions, commit, CPU, its vector kernels and threads."""
 
 from __future__ import annotations
 
@@ -55,7 +55,54 @@ def cpu_info() -> dict[str, Any]:
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         pass
+    info["kernels"] = vector_kernels()
     return info
+
+
+# the environment variables that cap the instruction set ATen, oneDNN and MKL dispatch to
+ISA_OVERRIDES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def vector_kernels() -> dict[str, Any]:
+    """Which SIMD kernels the CPU work dispatched to: ATen's CPU capability, the CPU's vector flags
+    and any environment variable that caps them.
+
+    Why it is recorded: ATen, oneDNN and MKL pick their kernels by instruction set at run time,
+    and kernels of different widths sum in different orders. The same commit, seed and thread
+    count gives results that differ in the last bits on an AVX2 and an AVX-512 machine, and a
+    trained network amplifies those bits (the tdbn chapter's tdBN accuracy moved between 0.49 and
+    0.54 with the instruction set alone). Two builds are comparable bit for bit only when this
+    record, the thread count and the package versions agree.
+    """
+    out: dict[str, Any] = {"aten": None, "flags": [], "overrides": {}}
+    try:
+        import torch
+
+        out["aten"] = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    out["flags"] = [f for f in _ISA_FLAGS if f in have]
+                    break
+    except OSError:
+        pass
+    out["overrides"] = {k: os.environ[k] for k in ISA_OVERRIDES if k in os.environ}
+    return out
+
+
+def kernels_label(cpu: dict[str, Any]) -> str:
+    """A short reader's label of :func:`vector_kernels`' record, e.g. ``AVX512 kernels`` or
+    ``AVX2 kernels, ONEDNN_MAX_CPU_ISA=AVX2``; empty for a record that predates it."""
+    k = cpu.get("kernels") or {}
+    if not k:
+        return ""
+    label = f"{k.get('aten') or 'unknown'} kernels"
+    return ", ".join([label, *(f"{n}={v}" for n, v in (k.get("overrides") or {}).items())])
 
 
 def environment_record(root: Path) -> dict[str, Any]:

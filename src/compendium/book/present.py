@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import yaml
 
 from compendium.book.claims import MODELLED, VERDICTS, model_outcome, verdict_counts, verdict_label
+from compendium.book.environment import kernels_label
 
 # colours by verdict (colour-blind-safe-ish: blue-green for good, orange-red for bad, greys for undecided)
 VERDICT_COLOURS = {
@@ -124,16 +125,19 @@ def _short(text: str, n: int = 150) -> str:
 
 
 def run_box(record: dict[str, Any]) -> str:
-    """One compact admonition: profile, data, scale, wall time, commit."""
+    """One compact admonition: profile, data, scale, wall time (with the CPU and its vector kernels:
+    trained numbers repeat bit for bit only on the same ones), commit."""
     env = record.get("environment") or {}
     git = env.get("git") or {}
     commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty") else "")
     data = "; ".join(_short(d.get("description", ""), 120) for d in (record.get("data") or []) if d.get("description"))
-    cpu = (env.get("cpu") or {}).get("model")
+    cpu_record = env.get("cpu") or {}
+    cpu = ", ".join(filter(None, [_short(cpu_record["model"], 60) if cpu_record.get("model") else "",
+                                  kernels_label(cpu_record)]))
     device = (record.get("device") or {}).get("used") if isinstance(record.get("device"), dict) else None
     rows = [f"**profile** `{record.get('profile')}`",
             f"**wall time** {record.get('wall_time_s', '?')} s" + (f" on {device}" if device else "")
-            + (f" ({_short(cpu, 60)})" if cpu else ""),
+            + (f" ({cpu})" if cpu else ""),
             f"**commit** `{commit}`"]
     out = [":::{admonition} This run", ":class: note", "",
            " · ".join(rows), ""]
