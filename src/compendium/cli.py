@@ -1,4 +1,4 @@
-"""Command line: ``compendium list | run | build | clean | data | claims | course`` (also ``python -m compendium``).
+"""Command line: ``compendium list | run | build | clean | data | claims | course | compare`` (also ``python -m compendium``).
 
 Exit statuses: 0 done; 1 a chapter failed (a cell raised, the timeout, a dead kernel) or the
 book did not render; 2 refused before any compute (parameters, data, device, kernel, unknown
@@ -8,7 +8,9 @@ interrupted by SIGINT/SIGTERM (nothing published, previous outputs kept)."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from compendium.project import Project
@@ -221,6 +223,20 @@ def _run_knobs(p: argparse.ArgumentParser) -> None:
                    help="wall-clock limit for the whole notebook, per chapter (default: none)")
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from compendium.book.compare import compare_paths
+
+    try:
+        comparisons = compare_paths(args.a, args.b, [c.strip() for c in args.chapters.split(",")] if args.chapters else None)
+    except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(c.summary() for c in comparisons))
+    flips = sum(len(c.flips) for c in comparisons)
+    print(f"{flips} verdict(s) differ across {len(comparisons)} chapter(s)")
+    return 1 if flips and args.fail_on_flip else 0
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     """``compendium calibrate``: a pooled nested case-control CSV in, the calibrated spline analysis out
     (:mod:`compendium.stats.pooling`); needs no project checkout."""
@@ -348,6 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--sep", default=",", help="CSV field separator (default ,)")
     ca.add_argument("--out", default="calibration-results", help="output folder (default calibration-results/)")
     ca.set_defaults(standalone=_cmd_calibrate)
+
+    cm = sub.add_parser("compare", help="two runs' records side by side: how they ran, which numbers and verdicts differ",
+                        description="Compare the results records of two runs (two output roots, results folders or "
+                        "record files): commit, parameters, threads and vector kernels, every number that differs "
+                        "and every claim whose verdict or interval differs. Two runs of one commit on machines with "
+                        "other vector kernels (AVX2 against AVX-512) show which verdicts hang on the last bits.")
+    cm.add_argument("a", type=Path, help="an output root, a results folder or one results/<chapter>.json")
+    cm.add_argument("b", type=Path)
+    cm.add_argument("--chapters", help="comma-separated chapters (default: every chapter both hold)")
+    cm.add_argument("--fail-on-flip", action="store_true", help="exit with status 1 when a verdict differs")
+    cm.set_defaults(standalone=_cmd_compare)
 
     co = sub.add_parser("course", help="hand out the chapter notebooks: --student (solutions removed, exercise "
                                        "stubs in place) or --instructor (with solutions)")

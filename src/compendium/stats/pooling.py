@@ -400,7 +400,9 @@ class PooledSplineResults:
     @property
     def calibration(self) -> pd.DataFrame:
         """One row per study: its role, calibration-subset size, the fitted line ``a, b`` (and
-        covariate coefficients) with sandwich standard errors, and the residual SD."""
+        covariate coefficients) with sandwich standard errors, and the residual SD. A reference
+        study's biomarker is already on the reference assay: it has no line, and its ``a``, ``b``,
+        standard errors and residual SD are NaN."""
         m, f, d = self.model, self.fit_, self.model._data
         cov_names = list(m.calibration_covariate_names)
         cols = ["a", "b"] + cov_names
