@@ -5,9 +5,8 @@ import os
 import subprocess
 import sys
 
-from compendium.book.environment import environment_record, kernels_label
+from compendium.book.environment import environment_record, kernels_label, threads_and_kernels
 from compendium.book.present import run_box
-from compendium.book.render import _threads_and_kernels
 
 
 def _kernels_in_subprocess(**env: str) -> dict:
@@ -42,9 +41,9 @@ def test_an_environment_cap_is_recorded_and_changes_the_kernels():
 def test_pages_name_threads_and_kernels_and_old_records_still_render():
     cpu = {"model": "Some CPU", "torch_threads": 2, "kernels": {"aten": "AVX512", "flags": ["avx2", "avx512f"],
                                                                   "overrides": {}}}
-    assert _threads_and_kernels(cpu) == "2 threads, AVX512 kernels"
+    assert threads_and_kernels(cpu) == "2 threads, AVX512 kernels"
     box = run_box({"chapter": "demo", "profile": "quick", "wall_time_s": 1.0, "environment": {"cpu": cpu}})
-    assert "(Some CPU, AVX512 kernels)" in box
+    assert "(Some CPU, 2 threads, AVX512 kernels)" in box
     old = {"model": "Some CPU", "torch_threads": 2}  # a record written before the kernels were recorded
-    assert _threads_and_kernels(old) == "2 threads" and kernels_label(old) == ""
-    assert "(Some CPU)" in run_box({"chapter": "demo", "profile": "quick", "environment": {"cpu": old}})
+    assert threads_and_kernels(old) == "2 threads" and kernels_label(old) == ""
+    assert "(Some CPU, 2 threads)" in run_box({"chapter": "demo", "profile": "quick", "environment": {"cpu": old}})

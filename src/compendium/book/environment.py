@@ -95,6 +95,12 @@ def vector_kernels() -> dict[str, Any]:
     return out
 
 
+def threads_and_kernels(cpu: dict[str, Any]) -> str:
+    """``2 threads, AVX512 kernels``: what a reader needs to know to expect the same numbers bit for
+    bit (the kernels are left out for a record that predates them)."""
+    return ", ".join([f"{cpu.get('torch_threads', '?')} threads", *filter(None, [kernels_label(cpu)])])
+
+
 def kernels_label(cpu: dict[str, Any]) -> str:
     """A short reader's label of :func:`vector_kernels`' record, e.g. ``AVX512 kernels`` or
     ``AVX2 kernels, ONEDNN_MAX_CPU_ISA=AVX2``; empty for a record that predates it."""

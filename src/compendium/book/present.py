@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import yaml
 
 from compendium.book.claims import MODELLED, VERDICTS, model_outcome, verdict_counts, verdict_label
-from compendium.book.environment import kernels_label
+from compendium.book.environment import threads_and_kernels
 
 # colours by verdict (colour-blind-safe-ish: blue-green for good, orange-red for bad, greys for undecided)
 VERDICT_COLOURS = {
@@ -133,7 +133,7 @@ def run_box(record: dict[str, Any]) -> str:
     data = "; ".join(_short(d.get("description", ""), 120) for d in (record.get("data") or []) if d.get("description"))
     cpu_record = env.get("cpu") or {}
     cpu = ", ".join(filter(None, [_short(cpu_record["model"], 60) if cpu_record.get("model") else "",
-                                  kernels_label(cpu_record)]))
+                                  threads_and_kernels(cpu_record) if cpu_record else ""]))
     device = (record.get("device") or {}).get("used") if isinstance(record.get("device"), dict) else None
     rows = [f"**profile** `{record.get('profile')}`",
             f"**wall time** {record.get('wall_time_s', '?')} s" + (f" on {device}" if device else "")

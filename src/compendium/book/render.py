@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from compendium.book.claims import verdict_counts, verdict_label
-from compendium.book.environment import kernels_label
+from compendium.book.environment import threads_and_kernels
 from compendium.book.report import table_cell
 from compendium.book.present import claims_label, glance_figure, glance_section, load_course, page_problems, present_chapter
 from compendium.chapters import last_record, load_spec, toc_chapters
@@ -23,10 +23,6 @@ def _summary_row(label: str, claims: list[dict[str, Any]], stale: str = "") -> s
     """One chapter (or the total): its number of claims and its verdicts in words (modelled ones
     split by what the model says), so that the table keeps four columns on any screen."""
     return f"| {label} | {len(claims)} | {verdict_counts(claims) or '—'} | {stale} |"
-
-
-def _threads_and_kernels(cpu: dict[str, Any]) -> str:
-    return ", ".join([f"{cpu.get('torch_threads', '?')} threads", *filter(None, [kernels_label(cpu)])])
 
 
 def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str, Any] | None = None,
@@ -83,7 +79,7 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
             + (f" (arXiv {rec['arxiv']})" if rec.get("arxiv") else ""), "",
             f"Profile **{rec.get('profile')}** — scale: {table_cell(rec.get('scale'))}; "
             f"ran in {rec.get('wall_time_s', '?')} s on {table_cell((env.get('cpu') or {}).get('model'))} "
-            f"({_threads_and_kernels(env.get('cpu') or {})}), commit `{commit}`.", "",
+            f"({threads_and_kernels(env.get('cpu') or {})}), commit `{commit}`.", "",
             "Summary: " + verdict_counts(rec.get("claims", [])) + ".", "",
         ]
         data = rec.get("data") or []
