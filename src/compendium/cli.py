@@ -1,14 +1,15 @@
-"""Command line: ``compendium list | run | build | clean | data | claims | course | compare`` (also ``python -m compendium``).
+"""Command line: ``compendium list | run | build | clean | data | claims | course | calibrate | compare``
+(also ``python -m compendium``).
 
 Exit statuses: 0 done; 1 a chapter failed (a cell raised, the timeout, a dead kernel) or the
 book did not render; 2 refused before any compute (parameters, data, device, kernel, unknown
 chapter); 3 busy (another run of the chapter, or another build, holds its lock); 130/143
-interrupted by SIGINT/SIGTERM (nothing published, previous outputs kept)."""
+interrupted by SIGINT/SIGTERM (nothing published, previous outputs kept). ``compare``: 0
+compared, 1 a verdict differs (with ``--fail-on-flip``), 2 a record missing or unreadable."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -226,11 +227,14 @@ def _run_knobs(p: argparse.ArgumentParser) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from compendium.book.compare import compare_paths
 
+    chapters = list(dict.fromkeys(c.strip() for c in args.chapters.split(",") if c.strip())) if args.chapters else None
     try:
-        comparisons = compare_paths(args.a, args.b, [c.strip() for c in args.chapters.split(",")] if args.chapters else None)
-    except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
+        comparisons, warnings = compare_paths(args.a, args.b, chapters)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print("\n".join(c.summary() for c in comparisons))
     flips = sum(len(c.flips) for c in comparisons)
     print(f"{flips} verdict(s) differ across {len(comparisons)} chapter(s)")
@@ -367,11 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cm = sub.add_parser("compare", help="two runs' records side by side: how they ran, which numbers and verdicts differ",
                         description="Compare the results records of two runs (two output roots, results folders or "
-                        "record files): commit, parameters, threads and vector kernels, every number that differs "
-                        "and every claim whose verdict or interval differs. Two runs of one commit on machines with "
+                        "record files): commit, parameters, threads and vector kernels, every entry of the records' numbers "
+                        "that differs and every claim whose verdict or interval differs. Exit 0 compared, 1 a verdict "
+                        "differs (--fail-on-flip), 2 a record missing or unreadable. Two runs of one commit on machines with "
                         "other vector kernels (AVX2 against AVX-512) show which verdicts hang on the last bits.")
     cm.add_argument("a", type=Path, help="an output root, a results folder or one results/<chapter>.json")
-    cm.add_argument("b", type=Path)
+    cm.add_argument("b", type=Path, help="the other run, in the same forms")
     cm.add_argument("--chapters", help="comma-separated chapters (default: every chapter both hold)")
     cm.add_argument("--fail-on-flip", action="store_true", help="exit with status 1 when a verdict differs")
     cm.set_defaults(standalone=_cmd_compare)
@@ -389,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "standalone", None):  # needs no project (calibrate)
+    if getattr(args, "standalone", None):  # needs no project (calibrate, compare)
         return args.standalone(args)
     try:
         project = Project.discover(args.root, args.output_root)

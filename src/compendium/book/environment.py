@@ -37,17 +37,22 @@ def git_commit(root: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def cpu_info() -> dict[str, Any]:
-    model = platform.processor() or None
+def _cpuinfo(prefixes: tuple[str, ...]) -> str | None:
+    """The value of the first ``/proc/cpuinfo`` line that starts with one of ``prefixes``."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                if line.startswith(prefixes):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    info: dict[str, Any] = {"model": model, "logical_cores": os.cpu_count(), "machine": platform.machine()}
+    return None
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU, torch's thread count and vector kernels of *this* process (see :func:`vector_kernels`)."""
+    info: dict[str, Any] = {"model": _cpuinfo(("model name",)) or platform.processor() or None,
+                            "logical_cores": os.cpu_count(), "machine": platform.machine()}
     try:
         import torch
 
@@ -57,6 +62,22 @@ def cpu_info() -> dict[str, Any]:
         pass
     info["kernels"] = vector_kernels()
     return info
+
+
+def kernel_side() -> dict[str, Any]:
+    """What only the process that computed the numbers can say (written by
+    :meth:`compendium.book.report.ChapterReport.save` inside the notebook's kernel): its CPU
+    record and torch version. The runner records these in place of its own, which differ when
+    the kernelspec runs another environment, sets its own variables, or the notebook changes
+    torch's threads."""
+    out: dict[str, Any] = {"cpu": cpu_info()}
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return out
 
 
 # the environment variables that cap the instruction set ATen, oneDNN and MKL dispatch to
@@ -73,7 +94,9 @@ def vector_kernels() -> dict[str, Any]:
     count gives results that differ in the last bits on an AVX2 and an AVX-512 machine, and a
     trained network amplifies those bits (the tdbn chapter's tdBN accuracy moved between 0.49 and
     0.54 with the instruction set alone). Two builds are comparable bit for bit only when this
-    record, the thread count and the package versions agree.
+    record, the thread count and the package versions agree. oneDNN and MKL are not asked which
+    kernels they chose (torch exposes no such query): the flags say what they could choose, and
+    ``overrides`` what capped them.
     """
     out: dict[str, Any] = {"aten": None, "flags": [], "overrides": {}}
     try:
@@ -82,46 +105,52 @@ def vector_kernels() -> dict[str, Any]:
         out["aten"] = torch.backends.cpu.get_cpu_capability()
     except (ImportError, AttributeError):
         pass
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    out["flags"] = [f for f in _ISA_FLAGS if f in have]
-                    break
-    except OSError:
-        pass
+    have = set((_cpuinfo(("flags",)) or "").split())
+    out["flags"] = [f for f in _ISA_FLAGS if f in have]
     out["overrides"] = {k: os.environ[k] for k in ISA_OVERRIDES if k in os.environ}
     return out
 
 
 def threads_and_kernels(cpu: dict[str, Any]) -> str:
-    """``2 threads, AVX512 kernels``: what a reader needs to know to expect the same numbers bit for
-    bit (the kernels are left out for a record that predates them)."""
-    return ", ".join([f"{cpu.get('torch_threads', '?')} threads", *filter(None, [kernels_label(cpu)])])
+    """``2 threads, ATen AVX512``: what a reader needs to know to expect the same numbers bit for
+    bit (each part left out where the record predates it)."""
+    threads = f"{cpu['torch_threads']} threads" if "torch_threads" in cpu else ""
+    return ", ".join(filter(None, [threads, kernels_label(cpu)]))
 
 
 def kernels_label(cpu: dict[str, Any]) -> str:
-    """A short reader's label of :func:`vector_kernels`' record, e.g. ``AVX512 kernels`` or
-    ``AVX2 kernels, ONEDNN_MAX_CPU_ISA=AVX2``; empty for a record that predates it."""
+    """A short reader's label of :func:`vector_kernels`' record, e.g. ``ATen AVX512`` or
+    ``ATen AVX2, ONEDNN_MAX_CPU_ISA=AVX2``; empty for a record that predates it."""
     k = cpu.get("kernels") or {}
     if not k:
         return ""
-    label = f"{k.get('aten') or 'unknown'} kernels"
+    label = f"ATen {k.get('aten') or 'unknown'}"
     return ", ".join([label, *(f"{n}={v}" for n, v in (k.get("overrides") or {}).items())])
 
 
-def environment_record(root: Path) -> dict[str, Any]:
-    return {
+def environment_record(root: Path, kernel: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The environment kept with a result. ``kernel``: :func:`kernel_side` as the notebook's kernel
+    wrote it; its CPU record and torch version replace the runner's own (the runner's CPU record
+    is kept as ``runner_cpu`` where it differs)."""
+    packages, cpu = package_versions(), cpu_info()
+    out = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": package_versions(),
+        "packages": packages,
         "git": git_commit(root),
-        "cpu": cpu_info(),
+        "cpu": cpu,
         # glibc thresholds set by `import compendium` (compendium.runtime); the native LIF kernel's switch
         "allocator": _allocator(),
         "native_lif": os.environ.get("COMPENDIUM_NATIVE", "1") != "0",
     }
+    if kernel:
+        if kernel.get("cpu"):
+            out["cpu"] = kernel["cpu"]
+            if kernel["cpu"] != cpu:
+                out["runner_cpu"] = cpu
+        if kernel.get("torch"):
+            packages["torch"] = kernel["torch"]
+    return out
 
 
 def _allocator() -> dict[str, int] | str:

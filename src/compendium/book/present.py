@@ -133,7 +133,7 @@ def run_box(record: dict[str, Any]) -> str:
     data = "; ".join(_short(d.get("description", ""), 120) for d in (record.get("data") or []) if d.get("description"))
     cpu_record = env.get("cpu") or {}
     cpu = ", ".join(filter(None, [_short(cpu_record["model"], 60) if cpu_record.get("model") else "",
-                                  threads_and_kernels(cpu_record) if cpu_record else ""]))
+                                  threads_and_kernels(cpu_record)]))
     device = (record.get("device") or {}).get("used") if isinstance(record.get("device"), dict) else None
     rows = [f"**profile** `{record.get('profile')}`",
             f"**wall time** {record.get('wall_time_s', '?')} s" + (f" on {device}" if device else "")

@@ -53,7 +53,7 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
         "A published value nobody could transcribe reads \"not transcribed\". "
         "Trained numbers repeat bit for bit only on the same thread count and the same vector kernels "
         "(AVX2 and AVX-512 kernels sum in different orders, and training amplifies the last bits); "
-        "each chapter below names both.", "",
+        "each chapter below names both where its record has them.", "",
         *([glance_section(chapters, {c: load_spec(project, c).title for c in chapters}, records, glance, "chapters/",
                           "fig-glance-scoreboard"), "## All chapters", ""] if glance else []),
         "| chapter | claims | verdicts | stale |", "|---|---|---|---|",
@@ -79,7 +79,7 @@ def scoreboard_markdown(project: Project, chapters: list[str], records: dict[str
             + (f" (arXiv {rec['arxiv']})" if rec.get("arxiv") else ""), "",
             f"Profile **{rec.get('profile')}** — scale: {table_cell(rec.get('scale'))}; "
             f"ran in {rec.get('wall_time_s', '?')} s on {table_cell((env.get('cpu') or {}).get('model'))} "
-            f"({threads_and_kernels(env.get('cpu') or {})}), commit `{commit}`.", "",
+            f"({table_cell(threads_and_kernels(env.get('cpu') or {}) or 'threads not recorded')}), commit `{commit}`.", "",
             "Summary: " + verdict_counts(rec.get("claims", [])) + ".", "",
         ]
         data = rec.get("data") or []

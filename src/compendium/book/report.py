@@ -165,8 +165,12 @@ class ChapterReport:
         target = os.environ.get(RECORD_ENV)
         if not target:
             return None
+        from compendium.book.environment import kernel_side
+
         path = Path(target)
-        path.write_text(json.dumps(self.as_dict(), indent=2, sort_keys=False), encoding="utf-8")
+        # the kernel's own CPU record (threads, vector kernels): the runner files it under "environment"
+        payload = {**self.as_dict(), "kernel_side": kernel_side()}
+        path.write_text(json.dumps(payload, indent=2, sort_keys=False), encoding="utf-8")
         return path
 
 

@@ -830,6 +830,7 @@ def _execute_and_publish(project, chapter, profile, params, log, kernel, timeout
         raise ChapterFailed(f"chapter '{chapter}' ran but wrote no record: its last cell must call report.save() "
                             f"(log: {rel_log})", log=log_path)
     record = json.loads(staged_rec.read_text(encoding="utf-8"))
+    kernel_side = record.pop("kernel_side", None)  # what the notebook's kernel said of its CPU and threads
     finished = time.time()
     # the last wall time of each profile, carried from record to record (the course guide reads them)
     previous = last_record(project, chapter) or {}
@@ -851,7 +852,7 @@ def _execute_and_publish(project, chapter, profile, params, log, kernel, timeout
         "data_check": data_states,
         "log": rel_log,
         "executor": os.environ.get("COMPENDIUM_EXECUTOR") or "direct (compendium run)",  # see book/executor.py
-        "environment": environment_record(project.root),
+        "environment": environment_record(project.root, kernel=kernel_side),
     })
     final_nb, final_rec = project.executed(chapter), project.record(chapter)
     with FileLock(project.publish_lock(chapter), f"chapter '{chapter}' (publishing)", blocking=True), signals_deferred():

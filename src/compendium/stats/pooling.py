@@ -402,7 +402,8 @@ class PooledSplineResults:
         """One row per study: its role, calibration-subset size, the fitted line ``a, b`` (and
         covariate coefficients) with sandwich standard errors, and the residual SD. A reference
         study's biomarker is already on the reference assay: it has no line, and its ``a``, ``b``,
-        standard errors and residual SD are NaN."""
+        standard errors and residual SD are NaN. The standard errors are NaN too where the
+        stacked covariance could not be formed (``cov_full`` is None)."""
         m, f, d = self.model, self.fit_, self.model._data
         cov_names = list(m.calibration_covariate_names)
         cols = ["a", "b"] + cov_names
