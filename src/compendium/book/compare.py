@@ -18,8 +18,7 @@ from typing import Any
 
 from compendium.book.claims import verdict_label
 from compendium.book.environment import kernels_label
-
-FAILED_SUFFIX = ".failed"  # results/<chapter>.failed.json: the marker of a failed latest run, not a record
+from compendium.project import Project
 
 
 @dataclass
@@ -170,13 +169,14 @@ def _records(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
     folder = path / "results" if (path / "results").is_dir() else path
     if not folder.is_dir():
         raise FileNotFoundError(f"{path}: neither a results record nor a folder of them")
-    files = sorted(folder.glob("*.json"))
-    records = {}
-    for p in files:
-        if not p.stem.endswith(FAILED_SUFFIX):
-            rec = load_record(p)
+    names = Project(root=folder, output_root=folder)  # only its file naming: record / failure marker
+    records, failed = {}, []
+    for p in sorted(folder.glob("*.json")):
+        rec = load_record(p)
+        if p.name == names.failure_marker(rec["chapter"]).name:  # a failed latest run, not a record
+            failed.append(rec["chapter"])
+        else:
             records[rec["chapter"]] = rec
-    failed = [p.stem[: -len(FAILED_SUFFIX)] for p in files if p.stem.endswith(FAILED_SUFFIX)]
     return records, failed
 
 
@@ -186,16 +186,14 @@ def compare_paths(a: Path, b: Path, chapters: list[str] | None = None) -> tuple[
     and warnings (a chapter only one place holds; a chapter whose latest run failed, so that its
     record is the previous successful run's)."""
     (ra, fail_a), (rb, fail_b) = _records(a), _records(b)
+    if not chapters and Path(a).is_file() and Path(b).is_file():  # compare_records refuses two chapters
+        return [compare_records(*ra.values(), *rb.values())], []
     if chapters:
         missing = [f"{c} (not in {' or '.join(str(p) for p, r in ((a, ra), (b, rb)) if c not in r)})"
                    for c in chapters if c not in ra or c not in rb]
         if missing:
             raise FileNotFoundError("no results record for " + "; ".join(missing))
         names = chapters
-    elif Path(a).is_file() and Path(b).is_file():
-        names = [next(iter(ra))]
-        if next(iter(rb)) != names[0]:
-            raise ValueError(f"the records are of different chapters: {names[0]!r} and {next(iter(rb))!r}")
     else:
         names = [c for c in ra if c in rb]
         if not names:
