@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ratios.py
 	$(BIN)/python bench/step_time.py
 	$(BIN)/python bench/allocator.py
+	$(BIN)/python bench/trace_update.py
 
 # `compendium clean` refuses while a build or a chapter run holds its lock; without the venv,
 # the same paths by hand (dot-files too: leftovers of interrupted runs start with a dot).

@@ -209,6 +209,45 @@ def test_constant_input_path_matches_the_step_loop(persistent):
         assert torch.allclose(ref.trace, ref_trace, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, batch", [((784, 256), 100), ((16, 12, 5), 1), ((37, 3), 7)])
+@pytest.mark.parametrize("needs", [(True, True), (False, True), (True, False)])
+def test_trace_update_kernel_equals_the_eager_operations(shape, batch, needs, monkeypatch):
+    """The compiled trace step gives clamp(λ P + H / B, -c, c) and its gradients bit for bit,
+    including elements that land exactly on the clip (the clamp passes their gradient) and NaN."""
+    from compendium.plasticity.hybrid import trace_update
+    from compendium.spiking import native
+
+    if native.library() is None:
+        pytest.skip("no C compiler: the eager operations run")
+    g = torch.Generator().manual_seed(5)
+    trace0, hebb0, grad = torch.randn(shape, generator=g) * 3, torch.randn(shape, generator=g) * 3 * batch, \
+        torch.randn(shape, generator=g)
+    flat_t, flat_h = trace0.view(-1), hebb0.view(-1)
+    flat_t[:3], flat_h[:3] = 0.0, torch.tensor([4.0, -4.0, 4.0001]) * batch  # on the clip, on it, just past it
+    flat_h[3] = float("nan")
+
+    def run(use_native: bool):
+        with monkeypatch.context() as m:
+            if not use_native:
+                m.setattr(native, "supports_trace_update", lambda *t: False)
+            trace, hebb = trace0.clone().requires_grad_(needs[0]), hebb0.clone().requires_grad_(needs[1])
+            out = trace_update(trace, hebb, 0.99, batch, 4.0)
+            assert (type(out.grad_fn).__name__ == "_TraceUpdateBackward") == use_native
+            out.backward(grad)
+            return out.detach(), trace.grad, hebb.grad
+
+    fused, eager = run(True), run(False)
+    for a, b in zip(fused, eager):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)) and torch.equal(a.isnan(), b.isnan())
+    out = fused[0].view(-1)
+    assert out[0] == 4.0 and out[1] == -4.0 and out[2] == 4.0 and out[3].isnan()
+    if needs[1]:  # the gradient passes on the clip, not past it
+        gh, gv = fused[2].view(-1), grad.view(-1)
+        assert gh[0] == gv[0] / batch and gh[1] == gv[1] / batch and gh[2] == 0.0
+
+
 def test_constant_input_path_is_not_taken_when_the_clip_can_bind():
     layer = PlasticLIF(10, 4, "hp", beta=1.0)
     x0 = torch.ones(3, 10)

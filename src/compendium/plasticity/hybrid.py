@@ -36,11 +36,43 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from compendium.spiking import native
 from compendium.spiking.layers import Encoder
 from compendium.spiking.neuron import lif_step
 from compendium.spiking.surrogate import Rectangular
 
 MODES = ("gp", "lp", "hp")
+
+
+class _TraceUpdate(torch.autograd.Function):
+    # The compiled kernel (compendium.spiking.native) computes the eager operations in their
+    # order, forward and backward, in one pass each instead of four and five passes over the
+    # [in, out] trace, which (at 784 × 256) do not fit in a core's cache: in the hybrid chapter
+    # the HP step spends about a third of its time in them otherwise.
+    @staticmethod
+    def forward(ctx, trace: Tensor, hebb: Tensor, decay: float, batch: int, clip: float) -> Tensor:
+        out, keep = native.trace_update_forward(trace, hebb, decay, batch, clip)
+        ctx.save_for_backward(keep)
+        ctx.params = (decay, batch)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (keep,) = ctx.saved_tensors
+        decay, batch = ctx.params
+        g_trace, g_hebb = native.trace_update_backward(grad, keep, decay, batch, ctx.needs_input_grad[0],
+                                                       ctx.needs_input_grad[1])
+        return g_trace, g_hebb, None, None, None
+
+
+def trace_update(trace: Tensor, hebb: Tensor, decay: float, batch: int, clip: float) -> Tensor:
+    """The trace step of the hybrid synapse (module docstring), ``P[t] = clamp(λ P[t-1] + H / B,
+    -c, c)``, with ``hebb`` the batch *sum* ``H = (x[t] ⊙ β)^T post[t]`` (or a per-sample product
+    with ``batch = 1``). The compiled kernel where it takes the tensors, else the same eager
+    operations; the two agree bit for bit, forward and backward (``tests/test_plasticity.py``)."""
+    if native.supports_trace_update(trace, hebb):
+        return _TraceUpdate.apply(trace, hebb, float(decay), int(batch), float(clip))
+    return torch.clamp(decay * trace + hebb / batch, -clip, clip)
 
 
 class PlasticLIF(nn.Module):
@@ -107,11 +139,13 @@ class PlasticLIF(nn.Module):
             if self.plastic:
                 post = torch.tanh(u / self.threshold - self.eta)
                 if self.per_sample:
-                    hebb = (xt * self.beta).unsqueeze(2) * post.unsqueeze(1)
+                    trace = trace_update(trace, (xt * self.beta).unsqueeze(2) * post.unsqueeze(1), self.trace_decay,
+                                         1, self.clip)
                 else:
-                    # one matmul instead of the official bmm(...).mean(0) (identical values, 18x faster)
-                    hebb = (xt * self.beta).transpose(0, 1) @ post / B
-                trace = torch.clamp(self.trace_decay * trace + hebb, -self.clip, self.clip)
+                    # one matmul of the batch sum instead of the official bmm(...).mean(0) (identical
+                    # values, 18x faster); trace_update divides it by B
+                    trace = trace_update(trace, (xt * self.beta).transpose(0, 1) @ post, self.trace_decay, B,
+                                         self.clip)
             spikes.append(o)
         if self.plastic and self.persistent:
             self.trace.copy_(trace.detach())

@@ -9,8 +9,10 @@ SNN drops from about a third of a training step to a few percent. The same libra
 static-rate kernels of :func:`compendium.spiking.neuron.lif_static_rate`, the LIF + 2×2
 max-pool kernels of :func:`compendium.spiking.neuron.lif_maxpool2d` (channels-last slices:
 the full-resolution spikes and the pooling indices are never stored; the backward pass
-recomputes them from the membranes) and :func:`random_words`, the counter-based random
-words of the graph chapter's dropout masks.
+recomputes them from the membranes), :func:`random_words`, the counter-based random
+words of the graph chapter's dropout masks, and the Hebbian trace step of the hybrid
+chapter's plastic synapse (:func:`trace_update_forward`, used by
+:func:`compendium.plasticity.hybrid.trace_update`).
 
 The shared library is cached under ``$COMPENDIUM_NATIVE_CACHE`` (default
 ``~/.cache/compendium/native``), keyed by the source, the compiler and the CPU's feature flags
@@ -129,6 +131,9 @@ def _build() -> ctypes.CDLL | None:
     lib.rate_scratch_floats.argtypes, lib.rate_scratch_floats.restype = [_i32, _i32], _i64
     lib.random_words.argtypes, lib.random_words.restype = [_f32p, _i64, ctypes.c_uint64, _i32], _i32
     lib.lif_forward.restype = lib.lif_backward.restype = _i32
+    lib.trace_update_forward.argtypes = [_f32p, _f32p, _f32p, _f32p, _i64, _f32, _f32, _f32, _i32]
+    lib.trace_update_backward.argtypes = [_f32p, _f32p, _f32p, _f32p, _i64, _f32, _f32, _i32]
+    lib.trace_update_forward.restype = lib.trace_update_backward.restype = _i32
     lib.lif_static_rate_forward.restype = lib.lif_static_rate_backward.restype = _i32
     return lib
 
@@ -321,6 +326,43 @@ def static_rate_backward(current: Tensor, T: int, grad_rate: Tensor, decay: floa
                                      int(detach_reset), surrogate.width / 2, 1.0 / surrogate.width, -decay, -c,
                                      scratch.data_ptr(), threads)
     return grad
+
+
+def supports_trace_update(*tensors: Tensor) -> bool:
+    """Whether :func:`trace_update_forward` takes these tensors: float32, dense, on the CPU, one shape."""
+    first = tensors[0]
+    return library() is not None and all(
+        t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() and t.shape == first.shape
+        for t in tensors)
+
+
+def trace_update_forward(trace: Tensor, hebb: Tensor, decay: float, batch: int, clip: float) -> tuple[Tensor, Tensor]:
+    """``(clamp(decay · trace + hebb / batch, -clip, clip), keep)`` in one pass, bit for bit the
+    eager operations (``lif.c``); ``keep`` (uint8) marks where the clamp passes the gradient."""
+    out = torch.empty_like(trace)
+    keep = torch.empty(trace.shape, dtype=torch.uint8)
+    n = trace.numel()
+    if n:
+        library().trace_update_forward(trace.data_ptr(), hebb.data_ptr(), out.data_ptr(), keep.data_ptr(), n, decay,
+                                       float(batch), clip, _threads(n))
+    return out, keep
+
+
+def trace_update_backward(grad: Tensor, keep: Tensor, decay: float, batch: int, need_trace: bool,
+                          need_hebb: bool) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients w.r.t. ``trace`` and ``hebb`` of :func:`trace_update_forward` (``None`` where
+    not needed): ``g · keep · decay`` and ``g · keep / batch``, as PyTorch's clamp, mul and div
+    backward compute them."""
+    grad = grad.contiguous()
+    g_trace = torch.empty_like(grad) if need_trace else None
+    g_hebb = torch.empty_like(grad) if need_hebb else None
+    n = grad.numel()
+    if n and (need_trace or need_hebb):
+        library().trace_update_backward(grad.data_ptr(), keep.data_ptr(),
+                                        g_trace.data_ptr() if g_trace is not None else None,
+                                        g_hebb.data_ptr() if g_hebb is not None else None, n, decay, float(batch),
+                                        _threads(n))
+    return g_trace, g_hebb
 
 
 _GAMMA, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB

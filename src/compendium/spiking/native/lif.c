@@ -473,3 +473,42 @@ int random_words(uint64_t *out, int64_t m, uint64_t key, int threads) {
     for (int64_t i = 0; i < m; i++) out[i] = splitmix64(key + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ULL);
     return 0;
 }
+
+/* The Hebbian trace update of the hybrid-plasticity synapse (compendium/plasticity/hybrid.py,
+ * PlasticLIF): out = clamp(k * p + h / B, -c, c), with the eager code's operations in its order
+ * (mul by k, div by B, add, clamp; no fused multiply-add), so the numbers are the same bit for
+ * bit. One pass instead of four [in, out] tensor passes; keep[i] records whether k p + h / B
+ * lies in [-c, c], where the clamp passes the gradient (PyTorch's clamp backward). */
+int trace_update_forward(const float *p, const float *h, float *out, uint8_t *keep, int64_t n, float k, float B,
+                         float c, int threads) {
+    const float lo = -c, hi = c;
+    if (threads < 1) threads = 1;
+    if (n < (int64_t)threads * 16384) threads = (int)(n / 16384) > 1 ? (int)(n / 16384) : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        const float q = k * p[i] + h[i] / B;
+        const float r = q < lo ? lo : q;
+        out[i] = r > hi ? hi : r;  /* a NaN passes through, as in torch.clamp */
+        keep[i] = (uint8_t)((q >= lo) & (q <= hi));  /* bitwise: no branch, so the loop vectorises */
+    }
+    return 0;
+}
+
+/* Its gradient: with dq = keep ? g : 0, gp = dq * k and gh = dq / B (either may be NULL: not
+ * asked for), the operations of PyTorch's clamp, mul and div backward. */
+int trace_update_backward(const float *g, const uint8_t *keep, float *gp, float *gh, int64_t n, float k, float B,
+                          int threads) {
+    if (threads < 1) threads = 1;
+    if (n < (int64_t)threads * 16384) threads = (int)(n / 16384) > 1 ? (int)(n / 16384) : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        const float dq = keep[i] ? g[i] : 0.0f;
+        if (gp) gp[i] = dq * k;
+        if (gh) gh[i] = dq / B;
+    }
+    return 0;
+}
