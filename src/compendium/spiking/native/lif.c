@@ -454,6 +454,14 @@ int lif_pool_backward(const float *mem, const float *gp, int64_t s_gp, float *gc
     return 0;
 }
 
+/* Threads for an element-wise loop over n items: at most the threads asked for, and at least
+ * `per` items for each (fewer items run on fewer threads, down to one). */
+static int elementwise_threads(int64_t n, int threads, int64_t per) {
+    if (threads < 1) threads = 1;
+    if (n < (int64_t)threads * per) threads = (int)(n / per) > 1 ? (int)(n / per) : 1;
+    return threads;
+}
+
 /* Counter-based random 64-bit words: word i is the SplitMix64 output (Steele, Lea & Flood,
  * OOPSLA 2014) of the state key + (i + 1) * 0x9E3779B97F4A7C15, so each word is computed on its
  * own and the fill splits across threads without changing a bit. compendium.spiking.native
@@ -465,8 +473,7 @@ static inline uint64_t splitmix64(uint64_t z) {
 }
 
 int random_words(uint64_t *out, int64_t m, uint64_t key, int threads) {
-    if (threads < 1) threads = 1;
-    if (m < (int64_t)threads * 65536) threads = (int)(m / 65536) > 1 ? (int)(m / 65536) : 1;
+    threads = elementwise_threads(m, threads, 65536);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
@@ -482,8 +489,7 @@ int random_words(uint64_t *out, int64_t m, uint64_t key, int threads) {
 int trace_update_forward(const float *p, const float *h, float *out, uint8_t *keep, int64_t n, float k, float B,
                          float c, int threads) {
     const float lo = -c, hi = c;
-    if (threads < 1) threads = 1;
-    if (n < (int64_t)threads * 16384) threads = (int)(n / 16384) > 1 ? (int)(n / 16384) : 1;
+    threads = elementwise_threads(n, threads, 16384);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
@@ -500,8 +506,7 @@ int trace_update_forward(const float *p, const float *h, float *out, uint8_t *ke
  * asked for), the operations of PyTorch's clamp, mul and div backward. */
 int trace_update_backward(const float *g, const uint8_t *keep, float *gp, float *gh, int64_t n, float k, float B,
                           int threads) {
-    if (threads < 1) threads = 1;
-    if (n < (int64_t)threads * 16384) threads = (int)(n / 16384) > 1 ? (int)(n / 16384) : 1;
+    threads = elementwise_threads(n, threads, 16384);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
