@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from compendium.learning import choose_rate
 from compendium.plasticity import HybridMLP, PlasticLIF, split_parameters, two_timescale_adam
 from compendium.plasticity import experiment as X
 
@@ -294,19 +295,47 @@ def _toy_images(n=240, seed=0):
 def test_mlp_tuning_gives_every_mode_the_same_trials_and_trains_the_chosen_rates():
     x, y = _toy_images()
     setup = X.Setup(hidden=16, T=2, epochs=1, batch_size=20)
-    trials, chosen = X.tune_mlp_lr(("gp", "hp"), (x, y), setup, (1e-3, 1e-2), tune_epochs=1, in_features=36)
-    assert sorted(trials["mode"].unique()) == ["gp", "hp"]
-    for mode, sub in trials.groupby("mode"):
+    trials, chosen = X.tune_mlp_lr(("gp", "hp"), (x, y), setup, (1e-3, 1e-2), [0, 1], tune_epochs=1, in_features=36)
+    assert sorted(trials["mode"].unique()) == ["gp", "hp"] and sorted(trials["seed"].unique()) == [0, 1]
+    assert set(chosen) == {("gp", 0), ("gp", 1), ("hp", 0), ("hp", 1)}
+    for (mode, seed), sub in trials.groupby(["mode", "seed"]):
         assert sorted(sub["lr"]) == [1e-3, 1e-2]
         best = sub.sort_values(["val_acc", "lr"], ascending=[False, True]).iloc[0]["lr"]
-        assert chosen[mode] == best
-    _, single = X.tune_mlp_lr(("gp", "lp"), (x, y), setup, (5e-3,), tune_epochs=1, in_features=36)
-    assert single == {"gp": 5e-3, "lp": 5e-3}
+        assert chosen[(mode, seed)] == best
+    _, single = X.tune_mlp_lr(("gp", "lp"), (x, y), setup, (5e-3,), [0, 3], tune_epochs=1, in_features=36)
+    assert single == {("gp", 0): 5e-3, ("gp", 3): 5e-3, ("lp", 0): 5e-3, ("lp", 3): 5e-3}
     models, acc = X.train_modes(("gp", "hp"), (x, y), (x[:60], y[:60]), setup, chosen, [0, 1], in_features=36)
     assert set(models) == {("gp", 0), ("gp", 1), ("hp", 0), ("hp", 1)}
-    assert (acc.groupby("mode")["lr"].first() == pd.Series(chosen)).all()
+    assert {(r.mode, r.seed): r.lr for r in acc.itertuples()} == chosen
     q = {v.name: v for v in X.accuracy_quantities(acc, "toy_")}
     assert q["toy_gp"].n == 2 and q["toy_gp"].samples == tuple(acc[acc["mode"] == "gp"].sort_values("seed")["test_acc"])
+    with pytest.raises(ValueError, match=r"\('hp', 2\)"):
+        X.train_modes(("hp",), (x, y), (x, y), setup, chosen, [0, 2], in_features=36)
+
+
+def test_each_seed_tunes_on_its_own_split_and_a_shared_choice_is_the_first_seeds():
+    x, y = _toy_images()
+    setup = X.Setup(hidden=16, T=2, epochs=1, batch_size=20)
+    lrs = (1e-3, 1e-2)
+    own, _ = X.tune_mlp_lr(("gp",), (x, y), setup, lrs, [0, 1], tune_epochs=1, in_features=36)
+    alone, _ = X.tune_mlp_lr(("gp",), (x, y), setup, lrs, [1], tune_epochs=1, in_features=36)
+    # seed 1's trials are those of a tuning run on seed 1 alone (its own split and initialisation)
+    assert own[own["seed"] == 1]["val_acc"].tolist() == alone["val_acc"].tolist()
+    assert own[own["seed"] == 0]["val_acc"].tolist() != alone["val_acc"].tolist()
+    shared_trials, shared = X.tune_mlp_lr(("gp",), (x, y), setup, lrs, [1, 0], tune_epochs=1, per_seed=False,
+                                          in_features=36)
+    assert shared_trials["seed"].unique().tolist() == [1]  # only the first seed tunes
+    assert shared == {("gp", 1): shared[("gp", 0)], ("gp", 0): shared[("gp", 1)]}
+    assert shared[("gp", 1)] == choose_rate(zip(alone["lr"], alone["val_acc"]))
+
+
+def test_choice_table_counts_the_seeds_behind_each_rate():
+    trials = pd.DataFrame({"mode": ["gp"] * 4, "seed": [0, 0, 1, 1], "lr": [1e-3, 1e-2] * 2,
+                           "val_acc": [0.5, 0.75, 0.75, 0.5]})
+    table = X.choice_table(trials, {("gp", 0): 1e-2, ("gp", 1): 1e-3})
+    assert table.loc[1e-3, "gp"] == "0.6250 (chosen by 1)" and table.loc[1e-2, "gp"] == "0.6250 (chosen by 1)"
+    table = X.choice_table(trials[trials["seed"] == 0], {("gp", 0): 1e-2, ("gp", 1): 1e-2})
+    assert table.loc[1e-3, "gp"] == "0.5000" and table.loc[1e-2, "gp"] == "0.7500 (chosen by 1)"
 
 
 def test_prototypes_take_the_nearest_class_mean():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from compendium.learning import TrainingDiverged, evaluate, fit, resolve_device
+from compendium.learning import TrainingDiverged, choose_rate, evaluate, fit, resolve_device
 from compendium.spiking.nets import spiking_mlp
 
 
@@ -150,6 +150,14 @@ def test_device_choice():
             resolve_device("cuda")
     with pytest.raises(ValueError):
         resolve_device("tpu")
+
+
+def test_choose_rate_takes_the_best_score_and_the_smaller_rate_on_a_tie():
+    assert choose_rate([(1e-2, 0.9), (1e-3, 0.8)]) == 1e-2
+    assert choose_rate([(1e-2, 0.9), (3e-3, 0.9), (1e-3, 0.8)]) == 3e-3  # order of the trials does not matter
+    assert choose_rate([(3e-3, 0.9), (1e-2, 0.9)]) == 3e-3
+    with pytest.raises(ValueError, match="at least one trial"):
+        choose_rate([])
 
 
 def test_compare_tuned_gives_every_variant_the_same_trials_and_selects_on_validation():

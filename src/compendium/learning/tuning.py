@@ -12,7 +12,7 @@ All training goes through :func:`compendium.learning.fit`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,20 @@ def validation_split(train: Split, fraction: float, seed: int = 0) -> tuple[Spli
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     va, tr = perm[:n_val], perm[n_val:]
     return (x[tr], y[tr]), (x[va], y[va])
+
+
+def choose_rate(trials: Iterable[tuple[float, float]]) -> float:
+    """The learning rate of the best trial: ``argmax_lr score(lr)`` over ``(lr, score)`` pairs
+    (validation accuracy; higher is better), ties going to the smaller rate. The one selection
+    rule of every tuning in the book (:func:`compare_tuned`, the hybrid chapter's MLP and few-shot
+    tunings), so that a change to it is a change in one place."""
+    best: tuple[float, float] | None = None
+    for lr, score in sorted((float(lr), float(score)) for lr, score in trials):
+        if best is None or score > best[1]:
+            best = (lr, score)
+    if best is None:
+        raise ValueError("choose_rate needs at least one trial")
+    return best[0]
 
 
 @dataclass
@@ -110,7 +124,7 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
     the seed is set, so initialisation follows the seed). Tuning trains each variant once per
     learning rate in ``lrs`` for ``tune_epochs`` on the training part of a
     ``val_fraction`` split (seed ``split_seed``, first of ``seeds``) and keeps the rate with
-    the best validation accuracy (ties: the smaller rate); a single rate is used as given,
+    the best validation accuracy (:func:`choose_rate`; ties: the smaller rate); a single rate is used as given,
     without trials. The final runs train on the whole
     training set for ``epochs`` and are evaluated on ``test``. ``probe(model, epoch)``, if
     given, is called on each final run before training (epoch 0) and after every epoch;
@@ -128,7 +142,7 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
         if len(lrs) == 1:  # nothing to choose: no trial is spent
             chosen[variant] = float(lrs[0])
             continue
-        best: tuple[float, float] | None = None
+        scores = []
         for lr in sorted(lrs):
             torch.manual_seed(seeds[0])
             model = build()
@@ -136,9 +150,8 @@ def compare_tuned(builders: Mapping[str, Callable[[], nn.Module]], train: Split,
                 desc=f"tune {variant} lr={lr:g}", show_progress=show_progress, **kw)
             acc = evaluate(model, val, device=device)["acc"]
             trials.append({"variant": variant, "lr": lr, "val_acc": acc})
-            if best is None or acc > best[1]:
-                best = (lr, acc)
-        chosen[variant] = best[0]
+            scores.append((lr, acc))
+        chosen[variant] = choose_rate(scores)
     runs = []
     for variant, build in builders.items():
         for seed in seeds:

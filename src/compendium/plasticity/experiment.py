@@ -15,7 +15,8 @@
 4. Classification (the official fully connected demo on Fashion-MNIST): GP, LP and HP MLPs.
 
 Fair comparison: every MLP variant gets the same learning-rate trials, chosen on a validation
-split of its training data (:func:`tune_mlp_lr`); the HP few-shot net and the GP feature
+split of its training data, each training seed on its own split (:func:`tune_mlp_lr`), so the
+intervals over seeds include the selection's variance; the HP few-shot net and the GP feature
 extractor get the same trials, chosen on episodes of held-out *training* characters
 (:func:`tune_fewshot_lr`). The claims of the chapter read quantities with 95 % intervals built
 here from the per-seed or per-episode results (:func:`fault_quantities`, :func:`task_quantities`,
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 
 from compendium import smoke
 from compendium.book.quantities import Quantity, difference
-from compendium.learning import History, evaluate, fit, validation_split
+from compendium.learning import History, choose_rate, evaluate, fit, validation_split
 from compendium.learning.train import resolve_device
 from compendium.plasticity.hybrid import HybridMLP, PlasticLIF, firing_rates, two_timescale_adam
 from compendium.progress import progress
@@ -89,50 +90,83 @@ def init_firing_rates(modes: tuple[str, ...], x: Tensor, setup: Setup, *, seed: 
     return out
 
 
-def tune_mlp_lr(modes: tuple[str, ...], train: Data, setup: Setup, lrs: tuple[float, ...], *, tune_epochs: int,
-                val_fraction: float = 0.1, seed: int = 0,
-                in_features: int = 784) -> tuple[pd.DataFrame, dict[str, float]]:
+Choice = dict[tuple[str, int], float]  # {(mode, seed): learning rate}
+
+
+def tune_mlp_lr(modes: tuple[str, ...], train: Data, setup: Setup, lrs: tuple[float, ...], seeds: Sequence[int], *,
+                tune_epochs: int, per_seed: bool = True, val_fraction: float = 0.1,
+                in_features: int = 784) -> tuple[pd.DataFrame, Choice]:
     """The same learning-rate trials for every mode (the idea of
     :func:`compendium.learning.compare_tuned`, with HP's two-timescale optimiser).
 
-    Each mode trains once per rate in ``lrs`` (meta-local rate scaled with it, :meth:`Setup.with_lr`)
-    for ``tune_epochs`` on the training part of a ``val_fraction`` split of ``train`` (seed
-    ``seed``) and keeps the rate with the best validation accuracy (ties: the smaller rate); the
-    test set is never looked at. A single rate is used as given, without trials. Returns the
-    trials (``mode, lr, val_acc``) and ``{mode: chosen lr}``."""
+    For a seed ``s``, each mode trains once per rate in ``lrs`` (meta-local rate scaled with it,
+    :meth:`Setup.with_lr`) for ``tune_epochs`` on the training part of a ``val_fraction`` split of
+    ``train`` drawn with seed ``s``, from initialisation ``s``, and keeps the rate with the best
+    validation accuracy (:func:`compendium.learning.choose_rate`; ties: the smaller rate); the
+    test set is never looked at. With ``per_seed`` every seed in ``seeds`` tunes on its own split,
+    so a seed's final model (:func:`train_modes`) carries its own selection and the spread over
+    seeds includes the selection's variance: a choice between rates whose validation accuracies
+    differ by a few images then moves the per-seed results, and a paired interval over the seeds
+    shows it, where one choice shared by every seed hides it. Without ``per_seed`` the first seed
+    tunes and every seed takes its choice. A single rate is used as given, without trials.
+    Returns the trials (``mode, seed, lr, val_acc``) and ``{(mode, seed): chosen lr}``."""
     if not lrs:
         raise ValueError("tune_mlp_lr needs at least one learning rate")
+    if not seeds:
+        raise ValueError("tune_mlp_lr needs at least one seed")
     if len(lrs) == 1:
-        return pd.DataFrame(columns=["mode", "lr", "val_acc"]), {m: float(lrs[0]) for m in modes}
-    fit_train, val = validation_split(train, val_fraction, seed)
+        return pd.DataFrame(columns=["mode", "seed", "lr", "val_acc"]), {(m, int(s)): float(lrs[0])
+                                                                         for m in modes for s in seeds}
     rows, chosen = [], {}
-    for mode in modes:
-        best: tuple[float, float] | None = None
-        for lr in sorted(float(v) for v in lrs):
-            model, _ = train_mlp(mode, fit_train, None, replace(setup.with_lr(lr), epochs=tune_epochs), seed=seed,
-                                 in_features=in_features)
-            acc = evaluate(model, val, device=setup.device)["acc"]
-            rows.append({"mode": mode, "lr": lr, "val_acc": acc})
-            if best is None or acc > best[1]:
-                best = (lr, acc)
-        chosen[mode] = best[0]
+    for s in (seeds if per_seed else seeds[:1]):
+        fit_train, val = validation_split(train, val_fraction, int(s))
+        for mode in modes:
+            scores = []
+            for lr in sorted(float(v) for v in lrs):
+                model, _ = train_mlp(mode, fit_train, None, replace(setup.with_lr(lr), epochs=tune_epochs),
+                                     seed=int(s), in_features=in_features)
+                acc = evaluate(model, val, device=setup.device)["acc"]
+                rows.append({"mode": mode, "seed": int(s), "lr": lr, "val_acc": acc})
+                scores.append((lr, acc))
+            chosen[(mode, int(s))] = choose_rate(scores)
+    if not per_seed:
+        chosen = {(m, int(s)): chosen[(m, int(seeds[0]))] for m in modes for s in seeds}
     return pd.DataFrame(rows), chosen
 
 
-def train_modes(modes: tuple[str, ...], train: Data, test: Data, setup: Setup, chosen: dict[str, float],
+def choice_table(trials: pd.DataFrame, chosen: Choice) -> pd.DataFrame:
+    """The tuning trials at a glance: per rate (rows) and mode (columns), the mean validation
+    accuracy over the seeds that tuned, and how many seeds chose that rate (``"0.9212 (chosen
+    by 3)"``); a rate no seed chose shows its accuracy alone."""
+    if trials.empty:
+        return pd.DataFrame()
+    mean = trials.groupby(["lr", "mode"])["val_acc"].mean().unstack()
+    tuned = set(trials["seed"].astype(int))
+    out = mean.astype(object).copy()
+    for mode in mean.columns:
+        for lr in mean.index:
+            n = sum(1 for (m, s), v in chosen.items() if m == mode and s in tuned and v == lr)
+            out.loc[lr, mode] = f"{mean.loc[lr, mode]:.4f}" + (f" (chosen by {n})" if n else "")
+    return out
+
+
+def train_modes(modes: tuple[str, ...], train: Data, test: Data, setup: Setup, chosen: Choice,
                 seeds: list[int], *, in_features: int = 784) -> tuple[dict[tuple[str, int], HybridMLP], pd.DataFrame]:
-    """Each mode at its chosen learning rate (:func:`tune_mlp_lr`) under every seed; returns the
-    trained models ``{(mode, seed): model}`` and their clean test accuracies (``mode, seed, lr,
-    test_acc``). The test set is evaluated once, after training, on a copy of each model (an HP
-    or LP trace keeps adapting to the unlabelled test stream, as in the official code; the copy
-    leaves the returned model's trace as training left it)."""
+    """Each mode under every seed at that seed's chosen learning rate (``chosen[(mode, seed)]``,
+    :func:`tune_mlp_lr`); returns the trained models ``{(mode, seed): model}`` and their clean
+    test accuracies (``mode, seed, lr, test_acc``). The test set is evaluated once, after
+    training, on a copy of each model (an HP or LP trace keeps adapting to the unlabelled test
+    stream, as in the official code; the copy leaves the returned model's trace as training left it)."""
+    missing = [(m, s) for m in modes for s in seeds if (m, s) not in chosen]
+    if missing:
+        raise ValueError(f"no chosen learning rate for {missing}; tune these seeds (tune_mlp_lr) first")
     models, rows = {}, []
     for mode in modes:
         for s in seeds:
-            model, _ = train_mlp(mode, train, None, setup.with_lr(chosen[mode]), seed=s, in_features=in_features)
+            lr_ms = chosen[(mode, s)]
+            model, _ = train_mlp(mode, train, None, setup.with_lr(lr_ms), seed=s, in_features=in_features)
             models[(mode, s)] = model
-            rows.append({"mode": mode, "seed": s, "lr": chosen[mode],
-                         "test_acc": test_accuracy(model, test, setup.device)})
+            rows.append({"mode": mode, "seed": s, "lr": lr_ms, "test_acc": test_accuracy(model, test, setup.device)})
     return models, pd.DataFrame(rows)
 
 
@@ -468,14 +502,14 @@ def tune_fewshot_lr(images: Tensor, labels: Tensor, classes: np.ndarray, lrs: tu
     GP: ``tune_feature_epochs`` epochs of classification) and is scored on ``val_episodes``
     episodes of the set-aside characters (HP: its query accuracy; GP: the prototype readout of
     its features, which has no parameter of its own). The held-out test characters are never
-    looked at. Ties: the smaller rate. Returns the trials and ``{"hp": lr, "gp": lr}``."""
+    looked at. Ties: the smaller rate (:func:`compendium.learning.choose_rate`). Returns the trials and ``{"hp": lr, "gp": lr}``."""
     if len(lrs) == 1:
         return pd.DataFrame(columns=["model", "lr", "val_acc"]), {"hp": float(lrs[0]), "gp": float(lrs[0])}
     fit_cls, val_cls = split_classes(torch.as_tensor(classes), val_classes, seed=seed + 1)
     val_eps = episodes(images, labels, val_cls, n_way, k_shot, val_episodes, seed=seed + 777)
     rows, chosen = [], {}
     for key in ("hp", "gp"):
-        best: tuple[float, float] | None = None
+        scores = []
         for lr in sorted(float(v) for v in lrs):
             if key == "hp":
                 torch.manual_seed(seed)
@@ -488,9 +522,8 @@ def tune_fewshot_lr(images: Tensor, labels: Tensor, classes: np.ndarray, lrs: tu
                                             device=device)
                 acc = float(prototype_hits(feats, val_eps, n_way, device=device).mean())
             rows.append({"model": key, "lr": lr, "val_acc": acc})
-            if best is None or acc > best[1]:
-                best = (lr, acc)
-        chosen[key] = best[0]
+            scores.append((lr, acc))
+        chosen[key] = choose_rate(scores)
     return pd.DataFrame(rows), chosen
 
 
