@@ -333,9 +333,9 @@ def test_choice_table_counts_the_seeds_behind_each_rate():
     trials = pd.DataFrame({"mode": ["gp"] * 4, "seed": [0, 0, 1, 1], "lr": [1e-3, 1e-2] * 2,
                            "val_acc": [0.5, 0.75, 0.75, 0.5]})
     table = X.choice_table(trials, {("gp", 0): 1e-2, ("gp", 1): 1e-3})
-    assert table.loc[1e-3, "gp"] == "0.6250 (chosen by 1)" and table.loc[1e-2, "gp"] == "0.6250 (chosen by 1)"
+    assert table.loc[1e-3, "gp"] == "0.6250 (chosen by 1 of 2)" and table.loc[1e-2, "gp"] == "0.6250 (chosen by 1 of 2)"
     table = X.choice_table(trials[trials["seed"] == 0], {("gp", 0): 1e-2, ("gp", 1): 1e-2})
-    assert table.loc[1e-3, "gp"] == "0.5000" and table.loc[1e-2, "gp"] == "0.7500 (chosen by 1)"
+    assert table.loc[1e-3, "gp"] == "0.5000" and table.loc[1e-2, "gp"] == "0.7500 (chosen by 1 of 1)"
 
 
 def test_prototypes_take_the_nearest_class_mean():

@@ -136,8 +136,8 @@ def tune_mlp_lr(modes: tuple[str, ...], train: Data, setup: Setup, lrs: tuple[fl
 
 def choice_table(trials: pd.DataFrame, chosen: Choice) -> pd.DataFrame:
     """The tuning trials at a glance: per rate (rows) and mode (columns), the mean validation
-    accuracy over the seeds that tuned, and how many seeds chose that rate (``"0.9212 (chosen
-    by 3)"``); a rate no seed chose shows its accuracy alone."""
+    accuracy over the seeds that tuned, and how many of them chose that rate (``"0.9212 (chosen
+    by 3 of 5)"``); a rate no seed chose shows its accuracy alone."""
     if trials.empty:
         return pd.DataFrame()
     mean = trials.groupby(["lr", "mode"])["val_acc"].mean().unstack()
@@ -146,7 +146,7 @@ def choice_table(trials: pd.DataFrame, chosen: Choice) -> pd.DataFrame:
     for mode in mean.columns:
         for lr in mean.index:
             n = sum(1 for (m, s), v in chosen.items() if m == mode and s in tuned and v == lr)
-            out.loc[lr, mode] = f"{mean.loc[lr, mode]:.4f}" + (f" (chosen by {n})" if n else "")
+            out.loc[lr, mode] = f"{mean.loc[lr, mode]:.4f}" + (f" (chosen by {n} of {len(tuned)})" if n else "")
     return out
 
 
