@@ -240,13 +240,44 @@ def test_trace_update_kernel_equals_the_eager_operations(shape, batch, needs, mo
     fused, eager = run(True), run(False)
     for a, b in zip(fused, eager):
         assert (a is None) == (b is None)
-        if a is not None:
-            assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)) and torch.equal(a.isnan(), b.isnan())
+        if a is not None:  # the same bits (a NaN's payload and the sign of a zero included)
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32))
     out = fused[0].view(-1)
     assert out[0] == 4.0 and out[1] == -4.0 and out[2] == 4.0 and out[3].isnan()
     if needs[1]:  # the gradient passes on the clip, not past it
         gh, gv = fused[2].view(-1), grad.view(-1)
         assert gh[0] == gv[0] / batch and gh[1] == gv[1] / batch and gh[2] == 0.0
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_plastic_layer_with_the_trace_kernel_equals_it_without(per_sample, monkeypatch):
+    """The general loop (the clip binds, so the Gram-matrix path is not taken) gives the same
+    spikes, membrane, persistent trace and gradients bit for bit with and without the kernel."""
+    from compendium.spiking import native
+
+    if native.library() is None:
+        pytest.skip("no C compiler: the eager operations run")
+    assert not native.supports_trace_update(torch.zeros(3, 4).t())  # not dense
+    assert not native.supports_trace_update(torch.zeros(3, 4, dtype=torch.float64))
+    assert not native.supports_trace_update(torch.zeros(3, 4), torch.zeros(4, 3))
+    g = torch.Generator().manual_seed(6)
+    x, extra = torch.rand(6, 10, 20, generator=g), torch.rand(6, 10, 5, generator=g)  # B = 10: a division that rounds
+
+    def run(use_native: bool):
+        with monkeypatch.context() as m:
+            if not use_native:
+                m.setattr(native, "supports_trace_update", lambda *t: False)
+            torch.manual_seed(3)
+            layer = PlasticLIF(20, 5, "hp", alpha=0.5, beta=1.0, persistent=not per_sample, per_sample=per_sample)
+            if not per_sample:
+                layer.trace.uniform_(-4.0, 4.0, generator=g.manual_seed(7))
+                assert not layer._clip_cannot_bind(x[0], 6)
+            o, u = layer(x, extra=extra, return_membrane=True)
+            (o.sum() + u.pow(2).sum()).backward()
+            return [o, u, layer.trace, *[p.grad for p in layer.parameters() if p.requires_grad]]
+
+    for a, b in zip(run(True), run(False)):
+        assert torch.equal(a.detach().view(torch.int32), b.detach().view(torch.int32))
 
 
 def test_constant_input_path_is_not_taken_when_the_clip_can_bind():
@@ -313,20 +344,29 @@ def test_mlp_tuning_gives_every_mode_the_same_trials_and_trains_the_chosen_rates
         X.train_modes(("hp",), (x, y), (x, y), setup, chosen, [0, 2], in_features=36)
 
 
-def test_each_seed_tunes_on_its_own_split_and_a_shared_choice_is_the_first_seeds():
+def test_each_seed_tunes_on_its_own_split_and_a_shared_choice_is_the_first_seeds(monkeypatch):
     x, y = _toy_images()
     setup = X.Setup(hidden=16, T=2, epochs=1, batch_size=20)
     lrs = (1e-3, 1e-2)
-    own, _ = X.tune_mlp_lr(("gp",), (x, y), setup, lrs, [0, 1], tune_epochs=1, in_features=36)
-    alone, _ = X.tune_mlp_lr(("gp",), (x, y), setup, lrs, [1], tune_epochs=1, in_features=36)
-    # seed 1's trials are those of a tuning run on seed 1 alone (its own split and initialisation)
+    calls = {"split": [], "init": []}
+    real_split, real_train = X.validation_split, X.train_mlp
+    monkeypatch.setattr(X, "validation_split", lambda d, f, seed: (calls["split"].append(seed), real_split(d, f, seed))[1])
+    monkeypatch.setattr(X, "train_mlp", lambda *a, seed, **k: (calls["init"].append(seed), real_train(*a, seed=seed, **k))[1])
+    own, _ = X.tune_mlp_lr(("gp", "hp"), (x, y), setup, lrs, [3, 1], tune_epochs=1, in_features=36)
+    # seed s draws split s and initialises every trial from s (2 modes x 2 rates per seed)
+    assert calls == {"split": [3, 1], "init": [3] * 4 + [1] * 4}
+    alone, _ = X.tune_mlp_lr(("gp", "hp"), (x, y), setup, lrs, [1], tune_epochs=1, in_features=36)
+    # seed 1's trials are those of a tuning run on seed 1 alone
     assert own[own["seed"] == 1]["val_acc"].tolist() == alone["val_acc"].tolist()
-    assert own[own["seed"] == 0]["val_acc"].tolist() != alone["val_acc"].tolist()
+    calls["split"].clear(), calls["init"].clear()
     shared_trials, shared = X.tune_mlp_lr(("gp",), (x, y), setup, lrs, [1, 0], tune_epochs=1, per_seed=False,
                                           in_features=36)
-    assert shared_trials["seed"].unique().tolist() == [1]  # only the first seed tunes
-    assert shared == {("gp", 1): shared[("gp", 0)], ("gp", 0): shared[("gp", 1)]}
-    assert shared[("gp", 1)] == choose_rate(zip(alone["lr"], alone["val_acc"]))
+    assert calls == {"split": [1], "init": [1, 1]}  # only the first seed tunes
+    assert shared_trials["seed"].unique().tolist() == [1]
+    first = alone[alone["mode"] == "gp"]
+    assert shared == {("gp", 1): choose_rate(zip(first["lr"], first["val_acc"])), ("gp", 0): shared[("gp", 1)]}
+    with pytest.raises(ValueError, match="at least one seed"):
+        X.tune_mlp_lr(("gp",), (x, y), setup, lrs, [], tune_epochs=1, in_features=36)
 
 
 def test_choice_table_counts_the_seeds_behind_each_rate():

@@ -36,9 +36,10 @@ def validation_split(train: Split, fraction: float, seed: int = 0) -> tuple[Spli
 
 def choose_rate(trials: Iterable[tuple[float, float]]) -> float:
     """The learning rate of the best trial: ``argmax_lr score(lr)`` over ``(lr, score)`` pairs
-    (validation accuracy; higher is better), ties going to the smaller rate. The one selection
-    rule of every tuning in the book (:func:`compare_tuned`, the hybrid chapter's MLP and few-shot
-    tunings), so that a change to it is a change in one place."""
+    (validation accuracy; higher is better), ties going to the smaller rate. The selection rule
+    of the learning-rate tunings (:func:`compare_tuned`, the hybrid chapter's MLP and few-shot
+    tunings), so that a change to it is a change in one place; the compression chapter's pruning
+    trials, whole settings rather than rates, keep the first best in their declared order."""
     best: tuple[float, float] | None = None
     for lr, score in sorted((float(lr), float(score)) for lr, score in trials):
         if best is None or score > best[1]:

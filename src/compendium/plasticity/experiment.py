@@ -112,7 +112,7 @@ def tune_mlp_lr(modes: tuple[str, ...], train: Data, setup: Setup, lrs: tuple[fl
     Returns the trials (``mode, seed, lr, val_acc``) and ``{(mode, seed): chosen lr}``."""
     if not lrs:
         raise ValueError("tune_mlp_lr needs at least one learning rate")
-    if not seeds:
+    if len(seeds) == 0:
         raise ValueError("tune_mlp_lr needs at least one seed")
     if len(lrs) == 1:
         return pd.DataFrame(columns=["mode", "seed", "lr", "val_acc"]), {(m, int(s)): float(lrs[0])

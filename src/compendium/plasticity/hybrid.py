@@ -35,6 +35,7 @@ from typing import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from compendium.spiking import native
 from compendium.spiking.layers import Encoder
@@ -57,6 +58,7 @@ class _TraceUpdate(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the kernel's gradient has no graph of its own: a double backward must raise
     def backward(ctx, grad: Tensor):
         (keep,) = ctx.saved_tensors
         decay, batch = ctx.params

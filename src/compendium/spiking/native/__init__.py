@@ -331,9 +331,8 @@ def static_rate_backward(current: Tensor, T: int, grad_rate: Tensor, decay: floa
 def supports_trace_update(*tensors: Tensor) -> bool:
     """Whether :func:`trace_update_forward` takes these tensors: float32, dense, on the CPU, one shape."""
     first = tensors[0]
-    return library() is not None and all(
-        t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() and t.shape == first.shape
-        for t in tensors)
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() and t.shape == first.shape
+               for t in tensors) and library() is not None
 
 
 def trace_update_forward(trace: Tensor, hebb: Tensor, decay: float, batch: int, clip: float) -> tuple[Tensor, Tensor]:
