@@ -26,6 +26,7 @@ here from the per-seed or per-episode results (:func:`fault_quantities`, :func:`
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -112,25 +113,26 @@ def tune_mlp_lr(modes: tuple[str, ...], train: Data, setup: Setup, lrs: tuple[fl
     Returns the trials (``mode, seed, lr, val_acc``) and ``{(mode, seed): chosen lr}``."""
     if not lrs:
         raise ValueError("tune_mlp_lr needs at least one learning rate")
-    if len(seeds) == 0:
+    seeds = [int(s) for s in seeds]
+    if not seeds:
         raise ValueError("tune_mlp_lr needs at least one seed")
     if len(lrs) == 1:
-        return pd.DataFrame(columns=["mode", "seed", "lr", "val_acc"]), {(m, int(s)): float(lrs[0])
+        return pd.DataFrame(columns=["mode", "seed", "lr", "val_acc"]), {(m, s): float(lrs[0])
                                                                          for m in modes for s in seeds}
     rows, chosen = [], {}
     for s in (seeds if per_seed else seeds[:1]):
-        fit_train, val = validation_split(train, val_fraction, int(s))
+        fit_train, val = validation_split(train, val_fraction, s)
         for mode in modes:
             scores = []
             for lr in sorted(float(v) for v in lrs):
-                model, _ = train_mlp(mode, fit_train, None, replace(setup.with_lr(lr), epochs=tune_epochs),
-                                     seed=int(s), in_features=in_features)
+                model, _ = train_mlp(mode, fit_train, None, replace(setup.with_lr(lr), epochs=tune_epochs), seed=s,
+                                     in_features=in_features)
                 acc = evaluate(model, val, device=setup.device)["acc"]
-                rows.append({"mode": mode, "seed": int(s), "lr": lr, "val_acc": acc})
+                rows.append({"mode": mode, "seed": s, "lr": lr, "val_acc": acc})
                 scores.append((lr, acc))
-            chosen[(mode, int(s))] = choose_rate(scores)
+            chosen[(mode, s)] = choose_rate(scores)
     if not per_seed:
-        chosen = {(m, int(s)): chosen[(m, int(seeds[0]))] for m in modes for s in seeds}
+        chosen = {(m, s): chosen[(m, seeds[0])] for m in modes for s in seeds}
     return pd.DataFrame(rows), chosen
 
 
@@ -142,10 +144,11 @@ def choice_table(trials: pd.DataFrame, chosen: Choice) -> pd.DataFrame:
         return pd.DataFrame()
     mean = trials.groupby(["lr", "mode"])["val_acc"].mean().unstack()
     tuned = set(trials["seed"].astype(int))
+    picks = Counter((m, lr) for (m, s), lr in chosen.items() if s in tuned)
     out = mean.astype(object).copy()
     for mode in mean.columns:
         for lr in mean.index:
-            n = sum(1 for (m, s), v in chosen.items() if m == mode and s in tuned and v == lr)
+            n = picks[(mode, lr)]
             out.loc[lr, mode] = f"{mean.loc[lr, mode]:.4f}" + (f" (chosen by {n} of {len(tuned)})" if n else "")
     return out
 

@@ -338,12 +338,19 @@ static void *rate_bwd_thread(void *p) { rate_bwd_range((const job_t *)p); return
 static void *pool_fwd_thread(void *p) { pool_fwd_range((const job_t *)p); return NULL; }
 static void *pool_bwd_thread(void *p) { pool_bwd_range((const job_t *)p); return NULL; }
 
+/* Threads for an element-wise loop over n items: at most the threads asked for, and at least
+ * `per` items for each (fewer items run on fewer threads, down to one). */
+static int elementwise_threads(int64_t n, int threads, int64_t per) {
+    if (threads < 1) threads = 1;
+    if (n < (int64_t)threads * per) threads = (int)(n / per) > 1 ? (int)(n / per) : 1;
+    return threads;
+}
+
 static void run(job_t *base, int threads, void *(*fn)(void *)) {
     int64_t n = base->n, unit = base->unit > 0 ? base->unit : 1, work = n * unit;
     const int64_t align = unit > 1 ? 1 : 64;  /* chunks of whole cache lines of floats */
-    if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (work < (int64_t)threads * 16384) threads = (int)(work / 16384) > 1 ? (int)(work / 16384) : 1;
+    threads = elementwise_threads(work, threads, 16384);
     if (threads > n) threads = n > 1 ? (int)n : 1;
 #ifdef _OPENMP
     /* PyTorch's own OpenMP runtime (libgomp.so.1 is already loaded by torch, so this library binds
@@ -452,14 +459,6 @@ int lif_pool_backward(const float *mem, const float *gp, int64_t s_gp, float *gc
     a.n = planes * (H / 2); a.unit = 2 * W * cs;  /* floats of one slice per unit */
     run(&a, threads, pool_bwd_thread);
     return 0;
-}
-
-/* Threads for an element-wise loop over n items: at most the threads asked for, and at least
- * `per` items for each (fewer items run on fewer threads, down to one). */
-static int elementwise_threads(int64_t n, int threads, int64_t per) {
-    if (threads < 1) threads = 1;
-    if (n < (int64_t)threads * per) threads = (int)(n / per) > 1 ? (int)(n / per) : 1;
-    return threads;
 }
 
 /* Counter-based random 64-bit words: word i is the SplitMix64 output (Steele, Lea & Flood,
