@@ -1,6 +1,7 @@
 """The chapter runner: validation before compute, atomic outputs, failures, change detection."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import papermill as pm
 import pytest
 
 from compendium.book.render import scoreboard_markdown
-from compendium.book.runner import ChapterFailed, is_stale, run_chapter, run_stale, stale_reasons
+from compendium.book.runner import ChapterFailed, chapter_threads, is_stale, run_chapter, run_stale, stale_reasons
 from conftest import mirror_has
 
 
@@ -95,6 +96,43 @@ def test_change_detection(demo_project):
     nb = demo_project.notebook("demo")
     nb.write_text(nb.read_text().replace("y = np.float64(2 * x)", "y = np.float64(x + x)"))
     assert is_stale(demo_project, "demo", "default")  # the notebook changed
+
+
+def _threads_recorded(project) -> int:
+    return json.loads(project.record("demo").read_text())["environment"]["cpu"]["torch_threads"]
+
+
+def test_run_threads_reach_the_kernel_and_its_record(demo_project):
+    # torch caps OMP_NUM_THREADS at the cores it may use, so 1 is the count that shows the setting
+    # arriving on any machine with two or more cores (torch's default there is more than 1)
+    res = _cli(demo_project, "run", "demo", "--profile", "quick")
+    assert res.returncode == 0, res.stderr
+    default = _threads_recorded(demo_project)
+    res = _cli(demo_project, "run", "demo", "--profile", "quick", "--threads", "1")
+    assert res.returncode == 0, res.stderr
+    assert _threads_recorded(demo_project) == 1 and (default > 1 or (os.cpu_count() or 1) == 1)
+    bad = _cli(demo_project, "run", "demo", "--threads", "0")
+    assert bad.returncode == 2 and "--threads: must be >= 1" in bad.stderr
+
+
+def test_chapter_threads_share_the_cores_out(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert chapter_threads(1) is None  # one chapter at a time: the kernel's own default
+    assert chapter_threads(2, cores=2) == 1 and chapter_threads(2, cores=16) == 8 and chapter_threads(4, cores=2) == 1
+    assert chapter_threads(1, threads=3) == 3 and chapter_threads(2, threads=3, cores=2) == 3  # asked for wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert chapter_threads(2, cores=2) == 5  # the caller's setting is kept
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        chapter_threads(2, threads=0)
+
+
+def test_parallel_build_runs_each_chapter_at_its_share_of_the_cores(demo_project, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    lines: list[str] = []
+    status = run_stale(demo_project, "quick", jobs=2, force=True, log=lines.append)
+    assert status == {"demo": "ran"}
+    assert _threads_recorded(demo_project) == chapter_threads(2) == max(1, (os.cpu_count() or 1) // 2)
+    assert f"[build] 1 chapter(s) at a time, {chapter_threads(2)} thread(s) each" in lines
 
 
 def test_plain_papermill_works_without_the_runner(demo_project, tmp_path, monkeypatch):

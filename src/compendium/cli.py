@@ -10,6 +10,7 @@ compared, 1 a verdict differs (with ``--fail-on-flip``), 2 a record missing or u
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -57,6 +58,8 @@ def _cmd_run(project: Project, args: argparse.Namespace) -> int:
             print(f"error: parameter '{name}' given twice", file=sys.stderr)
             return EXIT_NOT_READY
         overrides[name] = value
+    if args.threads:  # the kernel (and a submitit job, and torchrun's workers) inherit this process's environment
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     try:
         if getattr(args, "executor", None):  # submitit: a Slurm job, or the same path on this machine
             from compendium.book.executor import submit
@@ -101,7 +104,7 @@ def _cmd_build(project: Project, args: argparse.Namespace) -> int:
     try:
         with build_lock(project):
             status = run_stale(project, args.profile, jobs=args.jobs, force=args.force, kernel=args.kernel,
-                               timeout=args.timeout)
+                               timeout=args.timeout, threads=args.threads)
             failed = {c: s for c, s in status.items() if not s.startswith(("fresh", "ran"))}
             try:
                 index, _log = render_book(project, strict=not args.lenient)
@@ -217,7 +220,20 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def _run_knobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads of the chapter's kernel (OMP_NUM_THREADS; recorded with its results). A record "
+                        "repeats bit for bit only at its own thread count")
     p.add_argument("--kernel", default=None, metavar="NAME",
                    help="Jupyter kernel to execute with (default: python3, the interpreter running compendium)")
     p.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
@@ -330,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="re-run changed chapters, then render the book")
     b.add_argument("--profile", default="default")
-    b.add_argument("--jobs", type=int, default=1, help="chapters run in parallel (default 1)")
+    b.add_argument("--jobs", type=_positive_int, default=1,
+                   help="chapters run in parallel (default 1; `make book` runs 2), each with cores/jobs threads "
+                        "unless --threads or OMP_NUM_THREADS says otherwise")
     b.add_argument("--force", action="store_true", help="re-run every chapter")
     b.add_argument("--lenient", action="store_true", help="do not fail the render on Sphinx warnings")
     _run_knobs(b)

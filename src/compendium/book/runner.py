@@ -974,10 +974,29 @@ def is_stale(project: Project, chapter: str, profile: str) -> bool:
 
 # --- build --------------------------------------------------------------------------------------
 
+def chapter_threads(jobs: int, threads: int | None = None, cores: int | None = None) -> int | None:
+    """The thread count each chapter of a build gets: ``threads`` when given; else, with ``jobs``
+    chapters at once, the caller's ``OMP_NUM_THREADS`` when set, or the cores shared out
+    (``cores // jobs``, at least 1) so that the chapters do not oversubscribe them; ``None`` (the
+    kernel's own default) for one chapter at a time."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        return threads
+    if jobs <= 1:
+        return None
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    return max(1, (cores or os.cpu_count() or 1) // jobs)
+
+
 def run_stale(project: Project, profile: str, jobs: int = 1, force: bool = False,
               chapters: list[str] | None = None, log: Callable[[str], None] = print,
-              kernel: str | None = None, timeout: float | None = None) -> dict[str, str]:
-    """Run, in separate processes (up to ``jobs`` at once), every chapter whose inputs changed.
+              kernel: str | None = None, timeout: float | None = None,
+              threads: int | None = None) -> dict[str, str]:
+    """Run, in separate processes (up to ``jobs`` at once), every chapter whose inputs changed,
+    each with :func:`chapter_threads` threads (``compendium run --threads``: its record names them).
 
     Returns ``{chapter: "fresh" | "ran" | "failed: ..." | "busy: ..."}``. An interrupt stops
     the chapters under way (each cleans up after itself) and is raised again."""
@@ -990,7 +1009,10 @@ def run_stale(project: Project, profile: str, jobs: int = 1, force: bool = False
         log(f"[build] {c}: up to date")
     if not todo:
         return status
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = chapter_threads(jobs, threads)
+    if jobs > 1 or threads is not None:
+        log(f"[build] {min(jobs, len(todo))} chapter(s) at a time, "
+            + (f"{threads} thread(s) each" if threads else "the kernel's default threads"))
     running: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
 
@@ -1003,9 +1025,9 @@ def run_stale(project: Project, profile: str, jobs: int = 1, force: bool = False
             cmd += ["--kernel", kernel]
         if timeout:
             cmd += ["--timeout", f"{timeout:g}"]
+        if threads is not None:
+            cmd += ["--threads", str(threads)]
         env = {**os.environ, "PYTHONPATH": kernel_pythonpath(project)}
-        if jobs > 1:  # share the cores instead of oversubscribing them
-            env.setdefault("OMP_NUM_THREADS", str(threads))
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         running[chapter] = proc
         try:
