@@ -13,10 +13,11 @@ export COMPENDIUM_DATA_MIRROR ?= $(MIRROR)
 endif
 
 PROFILE ?= default
-# Two chapters at a time, one thread each (compendium build shares the cores out): on the 2-core
+# Two chapters at a time, cores // 2 threads each (one on the 2-core reference machine; compendium
+# build shares the cores out, OMP_NUM_THREADS overrides): on the 2-core
 # reference machine the default book built in 974 s this way against 1421 s one after the
 # other with two threads each, since most chapter kernels are too small to keep two threads busy.
-# A record repeats bit for bit only at its own thread count: `compendium run X --threads 1`.
+# A record repeats bit for bit only at its own thread count (its torch_threads): `compendium run X --threads N`.
 JOBS    ?= 2
 
 .PHONY: install test book bench clean

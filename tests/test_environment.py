@@ -53,6 +53,8 @@ def test_pages_name_threads_and_kernels_and_old_records_still_render():
     assert threads_and_kernels(cpu) == "2 threads, ATen AVX512"
     box = run_box({"chapter": "demo", "profile": "quick", "wall_time_s": 1.0, "environment": {"cpu": cpu}})
     assert "(Some CPU, 2 threads, ATen AVX512)" in box
+    assert "`compendium run demo --profile quick --threads 2`" in box  # the command that repeats it
+    assert "--threads" not in run_box({"chapter": "demo", "profile": "quick", "environment": {"cpu": {}}})
     old = {"model": "Some CPU", "torch_threads": 2}  # a record written before the kernels were recorded
     assert threads_and_kernels(old) == "2 threads" and kernels_label(old) == ""
     assert "(Some CPU, 2 threads)" in run_box({"chapter": "demo", "profile": "quick", "environment": {"cpu": old}})

@@ -92,3 +92,5 @@ def test_job_command_runs_torchrun_for_several_gpus():
     assert one[1:3] == ["-m", "compendium"] and ["-p", "epochs", "3"] == one[-3:]
     assert four[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert four[-1] == "--smoke"
+    threaded = job_command(project, "tdbn", "paper", {}, processes=1, threads=3)
+    assert threaded[-2:] == ["--threads", "3"] and "--threads" not in one

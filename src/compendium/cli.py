@@ -10,7 +10,6 @@ compared, 1 a verdict differs (with ``--fail-on-flip``), 2 a record missing or u
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -48,9 +47,7 @@ def _interrupted(err: KeyboardInterrupt, what: str) -> int:
 
 
 def _cmd_run(project: Project, args: argparse.Namespace) -> int:
-    from compendium.book.runner import (EXIT_BUSY, EXIT_FAILED, EXIT_NOT_READY, Busy, ChapterFailed, NotReady,
-                                        run_chapter)
-    from compendium.params import ParameterError
+    from compendium.book.runner import EXIT_NOT_READY, restore_environ, set_environ, thread_environment
 
     overrides = {}
     for name, value in args.param or []:
@@ -58,15 +55,26 @@ def _cmd_run(project: Project, args: argparse.Namespace) -> int:
             print(f"error: parameter '{name}' given twice", file=sys.stderr)
             return EXIT_NOT_READY
         overrides[name] = value
-    if args.threads:  # the kernel (and a submitit job, and torchrun's workers) inherit this process's environment
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    # the kernel, a local submitit job and torchrun's workers inherit this process's environment
+    env_before = set_environ(thread_environment(args.threads)) if args.threads else {}
+    try:
+        return _run_dispatch(project, args, overrides)
+    finally:
+        restore_environ(env_before)
+
+
+def _run_dispatch(project: Project, args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from compendium.book.runner import (EXIT_BUSY, EXIT_FAILED, EXIT_NOT_READY, Busy, ChapterFailed, NotReady,
+                                        run_chapter)
+    from compendium.params import ParameterError
+
     try:
         if getattr(args, "executor", None):  # submitit: a Slurm job, or the same path on this machine
             from compendium.book.executor import submit
 
             return submit(project, args.chapter, args.profile, overrides, executor=args.executor, gpus=args.gpus,
                           partition=args.partition, hours=args.time, smoke=args.smoke, kernel=args.kernel,
-                          timeout=args.timeout, wait=args.executor == "local" or args.wait)
+                          timeout=args.timeout, threads=args.threads, wait=args.executor == "local" or args.wait)
         from compendium.learning.distributed import world_from_env
 
         rank = world_from_env().rank

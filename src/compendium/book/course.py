@@ -102,8 +102,10 @@ def course_guide_markdown(project: Project, course: dict[str, Any], present: lis
         rec = records.get(c) or last_record(project, c)
         pre = ", ".join(chap(p) for p in info[c].get("prerequisites") or []) or "—"
         out.append(f"| {chap(c)} | {pre} | {_fmt_time(wall_time(rec, 'quick'))} | {_fmt_time(wall_time(rec, 'default'))} |")
-    out += ["", "Times are wall-clock seconds of `compendium run <chapter> --profile quick|default` on the machine "
-                "that recorded them (a 2-core CPU for the book); the `paper` profiles are meant for a GPU.", "",
+    out += ["", "Times are wall-clock seconds of the run that made each record, on the machine that recorded "
+                "them (a 2-core CPU for the book, where `make book` runs two chapters at a time at one thread "
+                "each: most chapters run on their own with both threads take a quarter to two fifths less); the `paper` "
+                "profiles are meant for a GPU.", "",
             "## Learning goals and lab exercises", ""]
     for c in [c for c in available_chapters(project) if c in info]:
         out += [f"### {titles.get(c, c)}", ""]

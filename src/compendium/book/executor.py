@@ -28,7 +28,8 @@ EXECUTOR_ENV = "COMPENDIUM_EXECUTOR"  # set inside a job: where the run happens 
 
 
 def job_command(project: Project, chapter: str, profile: str, overrides: Mapping[str, Any], *, processes: int,
-                smoke: bool = False, kernel: str | None = None, timeout: float | None = None) -> list[str]:
+                smoke: bool = False, kernel: str | None = None, timeout: float | None = None,
+                threads: int | None = None) -> list[str]:
     """The command a job runs: ``compendium run`` (under ``torchrun`` for more than one process)."""
     args = ["--root", str(project.root), "--output-root", str(project.output_root), "run", chapter, "--profile", profile]
     for name, value in overrides.items():
@@ -39,6 +40,8 @@ def job_command(project: Project, chapter: str, profile: str, overrides: Mapping
         args += ["--kernel", kernel]
     if timeout:
         args += ["--timeout", f"{timeout:g}"]
+    if threads:  # on the command line, not only in the environment: a Slurm site may not export it
+        args += ["--threads", str(threads)]
     if processes > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                 "-m", "compendium", *args]
@@ -58,7 +61,8 @@ def run_job(cmd: list[str], env: dict[str, str], where: str) -> dict[str, Any]:
 
 def submit(project: Project, chapter: str, profile: str, overrides: Mapping[str, Any], *, executor: str,
            gpus: int | None = None, partition: str | None = None, hours: float | None = None, smoke: bool = False,
-           kernel: str | None = None, timeout: float | None = None, wait: bool = True) -> int:
+           kernel: str | None = None, timeout: float | None = None, threads: int | None = None,
+           wait: bool = True) -> int:
     """Submit ``compendium run <chapter>`` through submitit and (``wait``) return its exit status.
 
     The parameters are validated here, before anything is submitted (status 2 on a bad one)."""
@@ -93,7 +97,7 @@ def submit(project: Project, chapter: str, profile: str, overrides: Mapping[str,
         if gpus:
             ex.update_parameters(gpus_per_node=gpus)
     cmd = job_command(project, chapter, profile, overrides, processes=processes, smoke=smoke, kernel=kernel,
-                      timeout=timeout)
+                      timeout=timeout, threads=threads)
     env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(
         [str(project.package_dir.parent), *[e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]]))}
     where = f"submitit {executor} executor ({processes} process{'es' if processes > 1 else ''}"

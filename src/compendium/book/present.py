@@ -145,7 +145,9 @@ def run_box(record: dict[str, Any]) -> str:
         out += [f"**data** {data}", ""]
     if record.get("scale"):
         out += [f"**scale** {_short(record['scale'], 300)}", ""]
-    out += [f"Re-run it: `compendium run {record.get('chapter')} --profile {record.get('profile')}`; every number "
+    threads = f" --threads {cpu_record['torch_threads']}" if cpu_record.get("torch_threads") else ""
+    out += [f"Re-run it: `compendium run {record.get('chapter')} --profile {record.get('profile')}{threads}` (the "
+            "numbers repeat bit for bit only at the same thread count and vector kernels); every number "
             "on this page comes from that run's record.", ":::"]
     return "\n".join(out)
 

@@ -974,11 +974,26 @@ def is_stale(project: Project, chapter: str, profile: str) -> bool:
 
 # --- build --------------------------------------------------------------------------------------
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """The variables that give a chapter's kernel ``threads`` CPU threads: OpenMP's, and MKL's,
+    which torch reads first where it is set (torch caps either at the usable cores)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def chapter_threads(jobs: int, threads: int | None = None, cores: int | None = None) -> int | None:
     """The thread count each chapter of a build gets: ``threads`` when given; else, with ``jobs``
     chapters at once, the caller's ``OMP_NUM_THREADS`` when set, or the cores shared out
     (``cores // jobs``, at least 1) so that the chapters do not oversubscribe them; ``None`` (the
-    kernel's own default) for one chapter at a time."""
+    kernel's own default) for one chapter at a time. It depends on ``jobs``, not on how many
+    chapters are stale, so a chapter's numbers do not depend on what else a build re-ran."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -988,7 +1003,7 @@ def chapter_threads(jobs: int, threads: int | None = None, cores: int | None = N
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) >= 1:
         return int(env)
-    return max(1, (cores or os.cpu_count() or 1) // jobs)
+    return max(1, (cores or usable_cores()) // jobs)
 
 
 def run_stale(project: Project, profile: str, jobs: int = 1, force: bool = False,
@@ -1012,7 +1027,8 @@ def run_stale(project: Project, profile: str, jobs: int = 1, force: bool = False
     threads = chapter_threads(jobs, threads)
     if jobs > 1 or threads is not None:
         log(f"[build] {min(jobs, len(todo))} chapter(s) at a time, "
-            + (f"{threads} thread(s) each" if threads else "the kernel's default threads"))
+            + (f"{threads} thread(s) requested each (each record names what it got)" if threads
+               else "the kernel's default threads"))
     running: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
 
