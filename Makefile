@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/step_time.py
 	$(BIN)/python bench/allocator.py
 	$(BIN)/python bench/trace_update.py
+	$(BIN)/python bench/lif_kernel.py
 
 # `compendium clean` refuses while a build or a chapter run holds its lock; without the venv,
 # the same paths by hand (dot-files too: leftovers of interrupted runs start with a dot).

@@ -323,6 +323,58 @@ def test_native_kernel_equals_the_eager_kernel(layout, reset, detach, sg, monkey
                 torch.testing.assert_close(a, b)
 
 
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit, NaN where NaN (its payload aside) and the sign of every zero included."""
+    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    return torch.equal(nan_a, nan_b) and torch.equal(a[~nan_a].view(torch.int32), b[~nan_b].view(torch.int32))
+
+
+@pytest.mark.parametrize("T", [1, 5])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("sg", [Rectangular(1.0), Rectangular(0.5), ArcTan(2.0)], ids=repr)
+@pytest.mark.parametrize("grads", ["spikes", "membranes", "both"])
+def test_native_kernel_equals_the_eager_kernel_on_special_values(T, reset, detach, sg, grads, monkeypatch):
+    """The compiled kernel's selects (spike, surrogate window, gradient paths) vectorise as blends
+    (-fno-trapping-math); they must keep the eager kernel's values bit for bit where a blend and
+    a branch could differ: NaN and ±inf in the current and in the incoming gradients, ±0, and
+    membranes exactly at the threshold and at the window's edges (threshold 0.5, half-widths
+    0.5 and 0.25: exact in float32); each gradient alone (the other None) and both; T=1 (no
+    recurrence)."""
+    from compendium.spiking import native
+
+    if native.library() is None:
+        pytest.skip("no C compiler: the eager kernel runs")
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("bit-for-bit equality needs PyTorch's fused multiply-add kernels (AVX2/AVX-512)")
+    g = torch.Generator().manual_seed(11)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 0.5, 1.0, 0.0, 0.75, 0.25,
+                            0.5 + 2**-24, 0.5 - 2**-25, 3e38, -3e38, 1e-45, -1e-45])
+    x = torch.randn(T, 4, 64, generator=g) * 0.6 + 0.3
+    x[:, 0, :special.numel()] = special  # every step, so that NaN and inf run through the recurrence
+    x[0, 1, :special.numel()] = special[torch.randperm(special.numel(), generator=g)]
+    grad_s, grad_m = torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)
+    for grad in (grad_s, grad_m):
+        grad[:, 2, :6] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-45])
+    wanted = {"spikes": (grad_s, None), "membranes": (None, grad_m), "both": (grad_s, grad_m)}[grads]
+    kwargs = dict(decay=0.3, threshold=0.5, reset=reset, detach_reset=detach, surrogate=sg)
+
+    def run(use_native: bool):
+        with monkeypatch.context() as m:
+            if not use_native:
+                m.setattr(native, "supports", lambda current: False)
+            leaf = x.clone().requires_grad_()
+            s, mem = lif_sequence(leaf, **kwargs)
+            pairs = [(out, gr) for out, gr in zip((s, mem), wanted) if gr is not None]
+            torch.autograd.backward([o for o, _ in pairs], [gr for _, gr in pairs])
+        return s.detach(), mem.detach(), leaf.grad
+
+    ours, eager = run(True), run(False)
+    assert torch.isnan(eager[2]).any() and torch.isinf(eager[1]).any()  # the special values did run through
+    for name, a, b in zip(("spikes", "membranes", "grad"), ours, eager):
+        assert _same_bits(a, b), name
+
+
 def _static_rate_run(current, T, kw, bits, thr, scale, use_native, monkeypatch):
     from compendium.spiking import native
     from compendium.spiking.neuron import lif_static_rate

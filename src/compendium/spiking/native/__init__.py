@@ -16,7 +16,8 @@ chapter's plastic synapse (:func:`trace_update_forward`, used by
 
 The shared library is cached under ``$COMPENDIUM_NATIVE_CACHE`` (default
 ``~/.cache/compendium/native``), keyed by the source, the compiler and the CPU's feature flags
-(it is built with ``-march=native``, and 512-bit vectors where the CPU has AVX-512). Without a
+(it is built with ``-march=native``, ``-fno-trapping-math`` so that its selects vectorise
+without AVX-512 masks, and 512-bit vectors where the CPU has AVX-512). Without a
 C compiler, or when the build fails, or with ``COMPENDIUM_NATIVE=0``, :func:`library` returns
 ``None`` and the eager kernel runs.
 """
@@ -38,7 +39,18 @@ import torch
 from torch import Tensor
 
 _SRC = Path(__file__).with_name("lif.c")
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-pthread"]
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared",
+          "-pthread"]
+# -fno-trapping-math lets GCC turn the kernels' per-element selects (the surrogate window
+# |u - th| < w/2, the spike u > th, the gradient flags) into vector blends: under the default
+# -ftrapping-math it may not evaluate both arms of a branch (either could raise an FP exception
+# flag), so without AVX-512's masked operations it leaves the backward loops scalar ("control
+# flow in loop"). Values do not change: the same IEEE operations in the same order and rounding
+# (-ffp-contract=off still holds; no reassociation, no finite-math or signed-zero assumption,
+# a comparison with NaN is still false); only the exception flags, which nothing here reads,
+# may be raised where they were not. On a 2-core AVX2 machine (2 threads) the multi-step LIF
+# backward at a ResNet block's shape (T=4) took 0.084x its time, the training step of the tdbn
+# chapter's ResNet-32 0.83x and of msresnet's MS-ResNet-44 0.84x (bench/lif_kernel.py).
 # With OpenMP the kernel binds to the libgomp.so.1 that torch has already loaded (the loader
 # reuses a loaded library of the same soname) and runs on ATen's own warm worker threads;
 # separate pthreads would compete with those still spinning after a convolution.
@@ -78,15 +90,19 @@ def _vector_width_flags() -> list[str]:
     return []
 
 
-def _build() -> ctypes.CDLL | None:
+def _build(base: list[str] | None = None) -> ctypes.CDLL | None:
+    """Compile (or find in the cache) and load the library with the compiler options ``base``
+    (default :data:`_FLAGS`) and the CPU's vector width; ``None`` where it cannot be built.
+    ``bench/lif_kernel.py`` passes other options to time a build against this one."""
     if os.environ.get("COMPENDIUM_NATIVE", "1") == "0":
         return None
+    base = _FLAGS if base is None else base
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None or platform.system() != "Linux":
         return None
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-        flags = _FLAGS + _vector_width_flags()
+        flags = base + _vector_width_flags()
         key = hashlib.sha256("\0".join([_SRC.read_text(), " ".join(flags + _OPENMP), cc, version,
                                         platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
         out = _cache_dir() / f"lif-{key}.so"
@@ -97,8 +113,8 @@ def _build() -> ctypes.CDLL | None:
             # without OpenMP the kernel runs its own pthreads; a compiler that rejects the vector
             # width keeps its default width rather than losing the library
             attempts = [[*flags, *_OPENMP], flags]
-            if flags != _FLAGS:
-                attempts += [[*_FLAGS, *_OPENMP], _FLAGS]
+            if flags != base:
+                attempts += [[*base, *_OPENMP], base]
             try:
                 for i, opts in enumerate(attempts):
                     try:

@@ -5,7 +5,10 @@
  * The arithmetic is that of the eager kernel, operation by operation, so the results are the
  * same bit for bit: PyTorch's CPU kernels compute `add(a, b, alpha=c)` as fma(b, c, a) and
  * `addcmul(a, b, c, value=v)` as fma(v * b, c, a); this file is compiled with
- * -ffp-contract=off, so only the fmaf calls written here fuse.
+ * -ffp-contract=off, so only the fmaf calls written here fuse. It is also compiled with
+ * -fno-trapping-math, without which GCC keeps the selects below (the surrogate window, the
+ * spike, the gradient flags) as branches and leaves the loops scalar on CPUs without AVX-512
+ * masks; the arithmetic is the same (see native/__init__.py).
  *
  * Layout: every [T, ...] array holds its T time slices as contiguous blocks of n floats with
  * the same element order (the caller checks); an input may repeat one slice for all steps
