@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,8 +10,8 @@ import papermill as pm
 import pytest
 
 from compendium.book.render import scoreboard_markdown
-from compendium.book.runner import (ChapterFailed, chapter_threads, is_stale, run_chapter, run_stale, stale_reasons,
-                                    usable_cores)
+from compendium.book.runner import (ChapterFailed, build_order, chapter_threads, is_stale, run_chapter, run_stale,
+                                    stale_reasons, usable_cores)
 from conftest import mirror_has
 
 
@@ -140,6 +141,24 @@ def test_parallel_build_runs_each_chapter_at_its_share_of_the_cores(demo_project
     assert _threads_recorded(demo_project) == chapter_threads(2) == max(1, usable_cores() // 2)
     assert f"[build] 1 chapter(s) at a time, {chapter_threads(2)} thread(s) requested each (each record names " \
            "what it got)" in lines
+
+
+def test_a_parallel_build_starts_the_longest_chapters_first(demo_project):
+    """Longest first: by the last record's wall time, else the spec's build_cost_s (a fresh
+    clone), chapters with neither before both; ties keep the given order; a bad hint is refused."""
+    spec = demo_project.chapter_spec("demo").read_text()
+    for name, cost in [("short", 10), ("long", 900), ("none", None), ("mid", 300), ("mid2", 300)]:
+        text = spec.replace("id: demo", f"id: {name}") + (f"build_cost_s: {cost}\n" if cost else "")
+        demo_project.chapter_spec(name).write_text(text)
+        shutil.copy(demo_project.notebook("demo"), demo_project.notebook(name))
+    chapters = ["short", "mid", "long", "none", "mid2"]
+    assert build_order(demo_project, chapters) == ["none", "long", "mid", "mid2", "short"]
+    demo_project.record("short").parent.mkdir(parents=True, exist_ok=True)
+    demo_project.record("short").write_text(json.dumps({"wall_time_s": 1000.0}))  # a record outranks the hint
+    assert build_order(demo_project, chapters) == ["none", "short", "long", "mid", "mid2"]
+    demo_project.chapter_spec("mid").write_text(spec.replace("id: demo", "id: mid") + "build_cost_s: -5\n")
+    with pytest.raises(ValueError, match="build_cost_s must be a positive number of seconds, got -5"):
+        build_order(demo_project, chapters)
 
 
 def test_plain_papermill_works_without_the_runner(demo_project, tmp_path, monkeypatch):

@@ -121,6 +121,9 @@ class ChapterSpec:
     # "cpu": the chapter computes with numpy/statsmodels only (its ``device`` parameter accepts
     # ``auto`` and resolves it to the CPU, and refuses ``cuda``); "any": torch, on any device
     compute: str = "any"
+    # the default profile's wall time in seconds in `make book` on a reference machine: the
+    # order of a parallel build where the chapter has no record yet (a fresh clone); never a result
+    build_cost_s: float | None = None
 
     @classmethod
     def load(cls, path) -> "ChapterSpec":
@@ -135,10 +138,14 @@ class ChapterSpec:
             id=d["id"], title=d["title"], paper=d.get("paper", ""), arxiv=d.get("arxiv"),
             datasets=list(d.get("datasets") or []), parameters=params,
             profiles={k: dict(v or {}) for k, v in profiles.items()}, description=d.get("description", ""),
-            compute=d.get("compute", "any"),
+            compute=d.get("compute", "any"), build_cost_s=d.get("build_cost_s"),
         )
         if spec.compute not in ("any", "cpu"):
             raise ValueError(f"{path}: compute must be 'any' or 'cpu', got {spec.compute!r}")
+        cost = spec.build_cost_s
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))
+                                 or not math.isfinite(cost) or cost <= 0):
+            raise ValueError(f"{path}: build_cost_s must be a positive number of seconds, got {cost!r}")
         undeclared = set(spec.profiles["default"]) ^ set(params)
         if undeclared:
             raise ValueError(f"{path}: the default profile must set every parameter exactly once; mismatch: {sorted(undeclared)}")
