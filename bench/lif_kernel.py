@@ -43,10 +43,23 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    new, old = native.library(), native._build(BEFORE)
-    if new is None or old is None:
+    if a.rounds < 2:
+        p.error("--rounds must be at least 2 (the report gives the ratio's interquartile range)")
+    new = native.library()
+    if new is None:
         print("no compiled kernel on this machine (no C compiler, or COMPENDIUM_NATIVE=0): nothing to compare")
         return
+    old = native._build(BEFORE)
+    if old is None:
+        print(f"the kernel without -fno-trapping-math did not build ({' '.join(BEFORE)}): nothing to compare")
+        return
+    try:
+        _compare(new, old, a)
+    finally:
+        _use(new)
+
+
+def _compare(new, old, a: argparse.Namespace) -> None:
     print(f"LIF kernel, {a.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}: "
           f"{' '.join(native._FLAGS)} against the same without -fno-trapping-math")
 
@@ -59,6 +72,7 @@ def main() -> None:
 
     def backward(lib, n: int) -> tuple[float, torch.Tensor]:
         _use(lib)
+        assert native.supports(current)
         _, mems = native.forward(current, 0.25, 0.5, 0)
         t0 = time.perf_counter()
         for _ in range(n):
@@ -75,12 +89,17 @@ def main() -> None:
     for cfg in configs():
         if not cfg.name.startswith(("tdbn", "msresnet")):
             continue
-        grads = []
-        for lib in (new, old):  # one step from the same initial net: the same gradients bit for bit
-            _use(lib)
-            snn, _, x, y = cfg.build()
-            torch.nn.functional.cross_entropy(snn(x), y).backward()
-            grads.append([q.grad for q in snn.parameters()])
+        grads, real, calls = [], native.backward, []
+        native.backward = lambda *args: (calls.append(1), real(*args))[1]
+        try:
+            for lib in (new, old):  # one step from the same initial net: the same gradients bit for bit
+                _use(lib)
+                snn, _, x, y = cfg.build()
+                torch.nn.functional.cross_entropy(snn(x), y).backward()
+                grads.append([q.grad for q in snn.parameters()])
+        finally:
+            native.backward = real
+        assert calls, f"{cfg.name}: the net does not run the compiled LIF backward"
         assert all(torch.equal(u, v) for u, v in zip(*grads)), f"{cfg.name}: the two builds must agree bit for bit"
         snn, _, x, y = cfg.build()
         opt = torch.optim.Adam(snn.parameters(), lr=1e-4)
@@ -94,7 +113,6 @@ def main() -> None:
             _use(old)
             t_old.append(_steps(snn, opt, x, y, a.steps))
         _report(f"{cfg.name}: training step", t_new, t_old)
-    _use(new)
 
 
 if __name__ == "__main__":

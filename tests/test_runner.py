@@ -12,6 +12,7 @@ import pytest
 from compendium.book.render import scoreboard_markdown
 from compendium.book.runner import (ChapterFailed, build_order, chapter_threads, is_stale, run_chapter, run_stale,
                                     stale_reasons, usable_cores)
+from compendium.chapters import load_spec
 from conftest import mirror_has
 
 
@@ -100,6 +101,12 @@ def test_change_detection(demo_project):
     assert is_stale(demo_project, "demo", "default")  # the claims changed
     run_chapter(demo_project, "demo", log=lambda m: None)
     assert not is_stale(demo_project, "demo", "default")
+    spec = demo_project.chapter_spec("demo")
+    spec.write_text(spec.read_text() + "build_cost_s: 12.5\n")
+    assert not is_stale(demo_project, "demo", "default")  # an ordering hint is not an input
+    spec.write_text(spec.read_text().replace("title: Demo chapter", "title: Demo chapter two"))
+    assert is_stale(demo_project, "demo", "default")  # the spec changed
+    run_chapter(demo_project, "demo", log=lambda m: None)
     nb = demo_project.notebook("demo")
     nb.write_text(nb.read_text().replace("y = np.float64(2 * x)", "y = np.float64(x + x)"))
     assert is_stale(demo_project, "demo", "default")  # the notebook changed
@@ -144,8 +151,9 @@ def test_parallel_build_runs_each_chapter_at_its_share_of_the_cores(demo_project
 
 
 def test_a_parallel_build_starts_the_longest_chapters_first(demo_project):
-    """Longest first: by the last record's wall time, else the spec's build_cost_s (a fresh
-    clone), chapters with neither before both; ties keep the given order; a bad hint is refused."""
+    """Longest first: by the record's last wall time under the profile being built, else the
+    spec's build_cost_s (a fresh clone), chapters with neither or with a spec that does not
+    load before both (their run reports the error); ties keep the given order."""
     spec = demo_project.chapter_spec("demo").read_text()
     for name, cost in [("short", 10), ("long", 900), ("none", None), ("mid", 300), ("mid2", 300)]:
         text = spec.replace("id: demo", f"id: {name}") + (f"build_cost_s: {cost}\n" if cost else "")
@@ -153,12 +161,17 @@ def test_a_parallel_build_starts_the_longest_chapters_first(demo_project):
         shutil.copy(demo_project.notebook("demo"), demo_project.notebook(name))
     chapters = ["short", "mid", "long", "none", "mid2"]
     assert build_order(demo_project, chapters) == ["none", "long", "mid", "mid2", "short"]
-    demo_project.record("short").parent.mkdir(parents=True, exist_ok=True)
-    demo_project.record("short").write_text(json.dumps({"wall_time_s": 1000.0}))  # a record outranks the hint
-    assert build_order(demo_project, chapters) == ["none", "short", "long", "mid", "mid2"]
+    record = demo_project.record("short")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"profile": "quick", "wall_time_s": 5000.0}))  # another profile's time: unused
+    assert build_order(demo_project, chapters) == ["none", "long", "mid", "mid2", "short"]
+    record.write_text(json.dumps({"profile": "quick", "wall_time_s": 5.0, "wall_times": {"default": 1000.0}}))
+    assert build_order(demo_project, chapters) == ["none", "short", "long", "mid", "mid2"]  # a record outranks the hint
+    assert build_order(demo_project, chapters, "quick") == ["none", "long", "mid", "mid2", "short"]
     demo_project.chapter_spec("mid").write_text(spec.replace("id: demo", "id: mid") + "build_cost_s: -5\n")
+    assert build_order(demo_project, chapters) == ["mid", "none", "short", "long", "mid2"]
     with pytest.raises(ValueError, match="build_cost_s must be a positive number of seconds, got -5"):
-        build_order(demo_project, chapters)
+        load_spec(demo_project, "mid")  # as the chapter's own run does, before any compute
 
 
 def test_plain_papermill_works_without_the_runner(demo_project, tmp_path, monkeypatch):

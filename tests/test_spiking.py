@@ -337,10 +337,11 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_native_kernel_equals_the_eager_kernel_on_special_values(T, reset, detach, sg, grads, monkeypatch):
     """The compiled kernel's selects (spike, surrogate window, gradient paths) vectorise as blends
     (-fno-trapping-math); they must keep the eager kernel's values bit for bit where a blend and
-    a branch could differ: NaN and ±inf in the current and in the incoming gradients, ±0, and
-    membranes exactly at the threshold and at the window's edges (threshold 0.5, half-widths
-    0.5 and 0.25: exact in float32); each gradient alone (the other None) and both; T=1 (no
-    recurrence)."""
+    a branch could differ: NaN and ±inf in the current and in the incoming gradients (also where
+    they meet NaN/inf membranes), ±0, denormals, and membranes exactly at the threshold and at
+    the window's edges at t=0 (threshold 0.5, half-widths 0.5 and 0.25: exact in float32); each
+    gradient alone (the other None) and both; T=1 (no recurrence); a slice of 4 x 67 floats, so
+    that the vector loops' scalar tails meet special values too."""
     from compendium.spiking import native
 
     if native.library() is None:
@@ -348,16 +349,25 @@ def test_native_kernel_equals_the_eager_kernel_on_special_values(T, reset, detac
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         pytest.skip("bit-for-bit equality needs PyTorch's fused multiply-add kernels (AVX2/AVX-512)")
     g = torch.Generator().manual_seed(11)
-    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 0.5, 1.0, 0.0, 0.75, 0.25,
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 0.5, 1.0, 0.75, 0.25,
                             0.5 + 2**-24, 0.5 - 2**-25, 3e38, -3e38, 1e-45, -1e-45])
-    x = torch.randn(T, 4, 64, generator=g) * 0.6 + 0.3
-    x[:, 0, :special.numel()] = special  # every step, so that NaN and inf run through the recurrence
-    x[0, 1, :special.numel()] = special[torch.randperm(special.numel(), generator=g)]
+    m = special.numel()
+    x = torch.randn(T, 4, 67, generator=g) * 0.6 + 0.3
+    x[:, 0, :m] = special  # every step, so that NaN and inf run through the recurrence
+    x[:, 0, -m:] = special  # and through the loops' scalar tails
+    x[0, 1, :m] = special[torch.randperm(m, generator=g)]
     grad_s, grad_m = torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)
+    odd = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-45])
     for grad in (grad_s, grad_m):
-        grad[:, 2, :6] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-45])
+        grad[:, 2, :6] = odd
+        grad[:, 0, -6:] = odd.flip(0)  # special gradients on special membranes
+        grad[:, 1, 3:9] = odd
     wanted = {"spikes": (grad_s, None), "membranes": (None, grad_m), "both": (grad_s, grad_m)}[grads]
     kwargs = dict(decay=0.3, threshold=0.5, reset=reset, detach_reset=detach, surrogate=sg)
+    assert native.supports(x)
+    calls = []
+    real = native.backward
+    monkeypatch.setattr(native, "backward", lambda *a: (calls.append(1), real(*a))[1])
 
     def run(use_native: bool):
         with monkeypatch.context() as m:
@@ -369,8 +379,10 @@ def test_native_kernel_equals_the_eager_kernel_on_special_values(T, reset, detac
             torch.autograd.backward([o for o, _ in pairs], [gr for _, gr in pairs])
         return s.detach(), mem.detach(), leaf.grad
 
-    ours, eager = run(True), run(False)
-    assert torch.isnan(eager[2]).any() and torch.isinf(eager[1]).any()  # the special values did run through
+    ours = run(True)
+    assert calls == [1]  # the compiled backward ran (the eager one below does not call it)
+    eager = run(False)
+    assert calls == [1] and torch.isinf(eager[1]).any() and torch.isnan(eager[1]).any()
     for name, a, b in zip(("spikes", "membranes", "grad"), ours, eager):
         assert _same_bits(a, b), name
 

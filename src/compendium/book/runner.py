@@ -62,6 +62,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+import yaml
+
 from compendium.book.environment import environment_record
 from compendium.book.report import PROFILE_ENV, RECORD_ENV
 from compendium.chapters import available_chapters, last_record, load_spec
@@ -266,6 +268,16 @@ def _sha256_files(paths: list[Path], base: Path) -> str:
     return h.hexdigest()
 
 
+# the spec's ordering hint (build_cost_s, see build_order) is not an input of the chapter's
+# outputs: re-measuring it must not make a record stale
+_BUILD_COST_LINE = re.compile(rb"^build_cost_s[ \t]*:.*(?:\r?\n|$)", re.MULTILINE)
+
+
+def _spec_digest(path: Path) -> str:
+    """The SHA-256 of a chapter spec without its ``build_cost_s`` line."""
+    return hashlib.sha256(_BUILD_COST_LINE.sub(b"", path.read_bytes())).hexdigest()
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -405,7 +417,7 @@ def inputs_fingerprint(project: Project, spec: ChapterSpec, profile: str, params
     pkg = project.package_dir
     parts = {
         "notebook": _sha256_files([project.notebook(spec.id)], project.root),
-        "spec": _sha256_files([project.chapter_spec(spec.id)], project.root),
+        "spec": _spec_digest(project.chapter_spec(spec.id)),
         "claims": _sha256_files([project.claims_file(spec.id)], project.root),
         "package": {str(p.relative_to(pkg)): _sha256(p) for p in chapter_modules(project, spec.id)},
         "profile": profile,
@@ -1007,15 +1019,28 @@ def chapter_threads(jobs: int, threads: int | None = None, cores: int | None = N
     return max(1, (cores or usable_cores()) // jobs)
 
 
-def build_order(project: Project, chapters: list[str]) -> list[str]:
+def build_order(project: Project, chapters: list[str], profile: str = "default") -> list[str]:
     """``chapters`` longest first, so that the chapters of a parallel build end together (the
-    longest-processing-time rule: its span is at most 4/3 of the best): by the last record's
-    wall time, else the spec's ``build_cost_s`` (a fresh clone has no records; on a 2-core AVX2
-    machine toc order left one worker running stfn alone for the last 7 minutes of 43),
-    chapters with neither first; ties keep the given (book) order."""
+    longest-processing-time rule): by the chapter's last wall time under ``profile`` in its
+    record, else the spec's ``build_cost_s`` (a default-profile time on a reference machine,
+    used only as a relative order; a fresh clone has no records, and in the a032498 fresh build
+    on a 2-core AVX2 machine toc order left one worker running stfn alone for the last 443 s of
+    a 2551 s span); chapters with neither, or whose spec does not load (their run reports why),
+    first; ties keep the given (book) order."""
     def cost(chapter: str) -> float:
-        t = (last_record(project, chapter) or {}).get("wall_time_s") or load_spec(project, chapter).build_cost_s
-        return -float(t) if t else -math.inf
+        rec = last_record(project, chapter) or {}
+        t = (rec.get("wall_times") or {}).get(profile)
+        if not t and rec.get("profile") == profile:
+            t = rec.get("wall_time_s")
+        if not t:
+            try:
+                t = load_spec(project, chapter).build_cost_s
+            except (KeyError, OSError, ValueError, yaml.YAMLError):
+                t = None
+        try:
+            return -float(t) if t and float(t) > 0 else -math.inf
+        except (TypeError, ValueError):
+            return -math.inf
     return sorted(chapters, key=cost)
 
 
@@ -1032,7 +1057,7 @@ def run_stale(project: Project, profile: str, jobs: int = 1, force: bool = False
     todo = [c for c in names if force or is_stale(project, c, profile)]
     status = {c: "fresh" for c in names if c not in todo}
     if jobs > 1:
-        todo = build_order(project, todo)
+        todo = build_order(project, todo, profile)
     for c in status:
         log(f"[build] {c}: up to date")
     if not todo:

@@ -43,12 +43,13 @@ _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-
           "-pthread"]
 # -fno-trapping-math lets GCC turn the kernels' per-element selects (the surrogate window
 # |u - th| < w/2, the spike u > th, the gradient flags) into vector blends: under the default
-# -ftrapping-math it may not evaluate both arms of a branch (either could raise an FP exception
-# flag), so without AVX-512's masked operations it leaves the backward loops scalar ("control
-# flow in loop"). Values do not change: the same IEEE operations in the same order and rounding
-# (-ffp-contract=off still holds; no reassociation, no finite-math or signed-zero assumption,
-# a comparison with NaN is still false); only the exception flags, which nothing here reads,
-# may be raised where they were not. On a 2-core AVX2 machine (2 threads) the multi-step LIF
+# -ftrapping-math a floating-point comparison may trap, so GCC will not compute it where the
+# source does not, and without AVX-512's masked operations it leaves the backward loops scalar
+# ("control flow in loop"). Values do not change: the same IEEE operations in the same order
+# and rounding (-ffp-contract=off still holds; no reassociation, reciprocal, finite-math or
+# signed-zero assumption, and no flush-to-zero, which only -ffast-math links in; the kernels
+# compare with < <= > >= only, false with NaN either way); only the exception flags, which
+# nothing here reads, may be raised where they were not. On a 2-core AVX2 machine (2 threads) the multi-step LIF
 # backward at a ResNet block's shape (T=4) took 0.084x its time, the training step of the tdbn
 # chapter's ResNet-32 0.83x and of msresnet's MS-ResNet-44 0.84x (bench/lif_kernel.py).
 # With OpenMP the kernel binds to the libgomp.so.1 that torch has already loaded (the loader
