@@ -14,13 +14,12 @@ its interquartile range. Usage: ``python bench/lif_kernel.py [--rounds 11 --step
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
 from compendium.spiking import Rectangular, native
-from ratios import _steps, configs
+from ratios import _steps, _summary, configs
 
 BEFORE = [f for f in native._FLAGS if f != "-fno-trapping-math"]
 
@@ -30,10 +29,9 @@ def _use(lib) -> None:
 
 
 def _report(what: str, t_new: list[float], t_old: list[float]) -> None:
-    ratios = [a / b for a, b in zip(t_new, t_old)]
-    q = statistics.quantiles(ratios, n=4)
-    print(f"  {what}\n    {1e3 * statistics.median(t_new):.2f} ms vs {1e3 * statistics.median(t_old):.2f} ms "
-          f"before: new / old {statistics.median(ratios):.3f} (IQR {q[0]:.3f}–{q[2]:.3f}, {len(ratios)} rounds)")
+    r = _summary(t_new, t_old)
+    print(f"  {what}\n    {r['snn_ms']:.2f} ms vs {r['ann_ms']:.2f} ms before: new / old {r['ratio']:.3f} "
+          f"(IQR {r['q1']:.3f}–{r['q3']:.3f}, {len(t_new)} rounds)")
 
 
 def main() -> None:

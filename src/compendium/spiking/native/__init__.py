@@ -49,9 +49,10 @@ _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-
 # and rounding (-ffp-contract=off still holds; no reassociation, reciprocal, finite-math or
 # signed-zero assumption, and no flush-to-zero, which only -ffast-math links in; the kernels
 # compare with < <= > >= only, false with NaN either way); only the exception flags, which
-# nothing here reads, may be raised where they were not. On a 2-core AVX2 machine (2 threads) the multi-step LIF
-# backward at a ResNet block's shape (T=4) took 0.084x its time, the training step of the tdbn
-# chapter's ResNet-32 0.83x and of msresnet's MS-ResNet-44 0.84x (bench/lif_kernel.py).
+# nothing here reads, may be raised where they were not. On a 2-core AVX2 machine (2 threads)
+# the multi-step LIF backward at a ResNet block's shape (T=4) took 0.084x its time, the
+# training step of the tdbn chapter's ResNet-32 0.83x and of msresnet's MS-ResNet-44 0.84x
+# (bench/lif_kernel.py).
 # With OpenMP the kernel binds to the libgomp.so.1 that torch has already loaded (the loader
 # reuses a loaded library of the same soname) and runs on ATen's own warm worker threads;
 # separate pthreads would compete with those still spinning after a convolution.
