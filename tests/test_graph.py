@@ -488,3 +488,120 @@ def test_dense_features_keep_row_major_weights():
     clf = NodeClassifier(net, x, edges, n)
     assert not isinstance(clf.x, SparseOperator)
     assert all(m.weight.is_contiguous() for m in clf.modules() if isinstance(m, torch.nn.Linear))
+
+
+def _bag_of_words_graph(n=300, f=120, classes=4, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, f, generator=g) < 0.03).float()  # sparse enough to be held as a SparseOperator
+    src = torch.arange(n - 3)
+    edges = torch.cat([torch.stack([src, src + 3]), torch.stack([src + 3, src])], 1)
+    return x, edges, torch.arange(n) % classes
+
+
+def _no_memo(self, x, adj):
+    return self._current(x, adj, self.norm if isinstance(self.norm, STFN) else None)
+
+
+@pytest.mark.parametrize("stfn", [False, True])
+def test_the_current_memo_trains_as_a_fresh_computation_bit_for_bit(stfn, monkeypatch):
+    # full batch with a validation set: every epoch after the first starts on the current that
+    # the evaluation after the previous step computed; taking it must change nothing
+    from compendium.graph.experiment import FullBatch
+
+    n, classes, epochs = 300, 4, 6
+    x, edges, y = _bag_of_words_graph(n, classes=classes)
+    idx = torch.arange(n)
+    train, val, test = FullBatch(idx[:100], y[:100]), FullBatch(idx[100:200], y[100:200]), FullBatch(idx[200:], y[200:])
+    states, histories, calls = [], [], []
+    real = SpikingGCNConv._current
+    monkeypatch.setattr(SpikingGCNConv, "_current", lambda *a: (calls.append(1), real(*a))[1])
+    for memo in (True, False):
+        with monkeypatch.context() as m:
+            if not memo:
+                m.setattr(SpikingGCNConv, "current", _no_memo)
+            calls.clear()
+            torch.manual_seed(0)
+            net = SpikingGNN("gcn", x.shape[1], 16, classes, n, 4, stfn=stfn, lif={"decay": 0.5, "threshold": 0.5},
+                             dropout=0.1)
+            clf = NodeClassifier(net, x, edges, n)
+            assert isinstance(clf.x, SparseOperator)
+            h = fit(clf, train, val=val, test=test, epochs=epochs, lr=0.02, weight_decay=5e-4, batch_size=None,
+                    eval_batch_size=None, seed=1, show_progress=False)
+            # one current per evaluation, and the first training step's: every later step took the memo
+            assert len(calls) == (epochs + 1 if memo else 2 * epochs)
+            states.append(clf.state_dict())
+            histories.append([{k: v for k, v in r.items() if k != "time_s"} for r in h.records])
+    assert histories[0] == histories[1]
+    for (name, a), b in zip(states[0].items(), states[1].values()):
+        assert torch.equal(a, b), name
+    assert histories[0][0]["train_loss"] != histories[0][-1]["train_loss"]  # it trained
+
+
+def test_the_current_memo_is_not_taken_after_its_inputs_change():
+    import copy
+
+    n, classes = 300, 4
+    x, edges, y = _bag_of_words_graph(n, classes=classes)
+    torch.manual_seed(0)
+    clf = NodeClassifier(SpikingGNN("gcn", x.shape[1], 16, classes, n, 4, stfn=True,
+                                    lif={"decay": 0.5, "threshold": 0.5}, dropout=0.0), x, edges, n)
+    layer, idx = clf.model.layer1, torch.arange(n)
+
+    def grads():  # one training step's loss and gradients
+        clf.zero_grad(set_to_none=True)
+        clf.train()
+        loss = torch.nn.functional.cross_entropy(clf(idx), y)
+        loss.backward()
+        return [loss.detach()] + [p.grad for p in clf.parameters()]
+
+    def fresh():  # the same step from a copy that never evaluated
+        twin = copy.deepcopy(clf)
+        twin.zero_grad(set_to_none=True)
+        twin.train()
+        loss = torch.nn.functional.cross_entropy(twin(idx), y)
+        loss.backward()
+        return [loss.detach()] + [p.grad for p in twin.parameters()]
+
+    def evaluate():
+        clf.eval()
+        clf._cache = None  # the classifier's own logits cache would answer without running the layer
+        with torch.no_grad():
+            clf(idx)
+        assert layer._memo is not None
+
+    def change_weight():
+        with torch.no_grad():
+            layer.linear.weight.mul_(1.5)
+
+    def change_stfn():
+        with torch.no_grad():
+            layer.norm.rho.add_(0.25)
+
+    def change_features():
+        with torch.no_grad():
+            clf.x.values.mul_(2.0)
+            clf.x.values_t.mul_(2.0)
+
+    def thaw_weight():  # frozen while evaluated: the recorded graph has no path to it
+        layer.linear.weight.requires_grad_(True)
+
+    for change in (change_weight, change_stfn, change_features, thaw_weight):
+        if change is thaw_weight:
+            layer.linear.weight.requires_grad_(False)
+        evaluate()
+        change()
+        assert copy.deepcopy(clf).model.layer1._memo is None  # copies (and pickles) leave the graph behind
+        expected = fresh()
+        got = grads()
+        assert layer._memo is None  # taken or dropped by the step, never kept for another
+        assert len(got) == len(expected) and all((a is None and b is None) or torch.equal(a, b)
+                                                  for a, b in zip(got, expected)), change.__name__
+    # unchanged inputs: the memo is taken, once, and gives the fresh step's values
+    evaluate()
+    memo = layer._memo[1]
+    expected = fresh()
+    assert layer.current(clf.x, clf.adj) is memo and layer._memo is None
+    evaluate()
+    got = grads()
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+

@@ -31,7 +31,10 @@ probability ``1 - p`` (to 2⁻¹⁶) and rescales by ``1 / (1 - p)``, as dropout
 with static input read out as its mean over steps (:meth:`SpikingGCNConv.rate`) never builds a
 ``[T, N, F]`` array: the compiled kernel of :func:`~compendium.spiking.neuron.lif_static_rate`
 runs the ``T`` steps per element and recomputes them in the backward pass; STFN runs as
-PyTorch's fused layer norm over each node's ``T·C`` values.
+PyTorch's fused layer norm over each node's ``T·C`` values. That layer's current (``X W``, its
+aggregation and STFN) is computed once for an evaluation and the training step after it
+(:meth:`SpikingGCNConv.current`): full-batch training evaluates between steps, with the
+parameters unchanged until the next one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -200,6 +204,14 @@ class SparseOperator(nn.Module):
         return _ConstantSpMM.apply(a, at, h)
 
 
+def tensor_state(tensors: Iterable[Tensor]) -> tuple:
+    """A key that changes whenever one of ``tensors`` may hold other values: each one's storage
+    address and version counter (bumped by every in-place write: an optimiser step, ``mul_``,
+    ``load_state_dict``'s copy) and whether it requires a gradient (a recorded graph that
+    leaves a tensor out is not the graph of one that requires it)."""
+    return tuple((t.data_ptr(), t._version, t.requires_grad) for t in tensors)
+
+
 def matmul(a: Tensor | SparseOperator, h: Tensor) -> Tensor:
     """``a h`` for a :class:`SparseOperator`, a sparse COO tensor or a dense matrix."""
     if isinstance(a, SparseOperator):
@@ -265,6 +277,11 @@ class SpikingGCNConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.norm = STFN(num_nodes, lif["threshold"], rho) if stfn else nn.Identity()
         self.neuron = LIF(**lif) if spiking else nn.Identity()
+        self._memo: tuple[tuple, Tensor] | None = None  # see current()
+
+    def __getstate__(self) -> dict:
+        # the memo holds a recorded graph, which neither deepcopy nor pickle takes: copies start without it
+        return {**self.__dict__, "_memo": None}
 
     def static(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
         """``Â (X W) + b`` for a static ``x``: ``[N, out]``, once for all steps."""
@@ -273,6 +290,45 @@ class SpikingGCNConv(nn.Module):
         else:
             xw = self.linear(x)
         return propagate(adj, xw) + self.bias
+
+    def current(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
+        """The neuron's current for a static ``x``, the same at every step: ``STFN(Â (X W) + b)``
+        (without STFN ``Â (X W) + b``), ``[N, out]``; it does not depend on the training mode (no
+        input dropout, and STFN keeps no running statistics).
+
+        Memoised across an evaluation and the training step after it. Full-batch training
+        evaluates the graph after each optimiser step and then, with the parameters unchanged,
+        starts the next step on the same graph: the same current, computed twice (for a GC-SNN
+        on Cora or CiteSeer the sparse products ``X W`` and ``Â (X W)`` and STFN are a tenth of
+        an epoch). So a call without gradient records the graph of its result anyway (under
+        ``torch.enable_grad``) and keeps it; the next call with gradient takes it, once, if the
+        key of every tensor involved (:func:`tensor_state`: this layer's parameters, ``x``'s and
+        ``adj``'s values) is unchanged, and otherwise computes afresh. The values, and the
+        gradients through them, are those of a fresh computation bit for bit: the same
+        operations on the same tensors, and no random draw is involved."""
+        norm = self.norm if isinstance(self.norm, STFN) else None
+        if not torch.is_grad_enabled():
+            params = list(self.parameters())
+            if torch.is_inference_mode_enabled() or not any(p.requires_grad for p in params):
+                return self._current(x, adj, norm)
+            with torch.enable_grad():
+                s = self._current(x, adj, norm)
+            self._memo = (self._memo_key(x, adj, params), s)
+            return s.detach()
+        memo, self._memo = self._memo, None
+        if memo is not None and memo[0] == self._memo_key(x, adj, list(self.parameters())):
+            return memo[1]
+        return self._current(x, adj, norm)
+
+    def _current(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator, norm: "STFN | None") -> Tensor:
+        s = self.static(x, adj)
+        return norm.static(s) if norm is not None else s
+
+    def _memo_key(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator, params: list[Tensor]) -> tuple:
+        def values(a: Tensor | SparseOperator) -> list[Tensor]:
+            return list(a.buffers()) if isinstance(a, SparseOperator) else [a]
+        consts = (self.norm.threshold, self.norm.eps) if isinstance(self.norm, STFN) else ()
+        return (id(x), id(adj), consts, tensor_state([*params, *values(x), *values(adj)]))
 
     def presynaptic(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
         """The neuron's input ``[T, N, out]`` (after STFN when present)."""
@@ -301,9 +357,7 @@ class SpikingGCNConv(nn.Module):
                  and (isinstance(x, SparseOperator) or x.dim() == 2))
         if not fused:
             return dropout(self(x, adj), dropout_p, training).mean(0)
-        s = self.static(x, adj)  # the current of every step
-        if isinstance(self.norm, STFN):
-            s = self.norm.static(s)
+        s = self.current(x, adj)  # the current of every step
         bits, thr, scale = None, 0, 1.0
         if training and dropout_p:
             bits, thr = dropout_bits((self.T, *s.shape), dropout_p, s.device)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
 from compendium.graph.layers import (SparseOperator, SpikingGATConv, SpikingGCNConv, dropout, normalized_adjacency,
-                                     propagate, store_transposed)
+                                     propagate, store_transposed, tensor_state)
 from compendium.spiking.init import frozen_buffers
 from compendium.spiking.neuron import LIF
 
@@ -208,7 +208,7 @@ class NodeClassifier(nn.Module):
         return self.model(self.x, getattr(self, self.graph_arg))
 
     def _state_key(self) -> tuple:
-        return tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
+        return tensor_state([*self.parameters(), *self.buffers()])
 
     def forward(self, idx: Tensor) -> Tensor:
         if self.training or torch.is_grad_enabled():
