@@ -605,3 +605,24 @@ def test_the_current_memo_is_not_taken_after_its_inputs_change():
     got = grads()
     assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
+
+def test_importing_the_graph_package_in_a_jupyter_kernel_prints_no_tqdm_notice():
+    # PyG imports tqdm.auto, which in a Jupyter kernel without ipywidgets warns (TqdmWarning) on
+    # the graph chapter's first cell; a kernel is simulated as tqdm.autonotebook detects one
+    import subprocess
+    import sys
+
+    code = """
+import sys, types, warnings
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
+import IPython
+class ZMQInteractiveShell: pass
+IPython.get_ipython = lambda: ZMQInteractiveShell()
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    import compendium.graph
+    import tqdm.auto
+print(sorted({type(w.message).__name__ for w in seen}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "TqdmWarning" not in out, out

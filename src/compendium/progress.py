@@ -10,6 +10,20 @@ from typing import Iterable, Iterator, TypeVar
 T = TypeVar("T")
 
 
+def import_quietly_for_pyg() -> None:
+    """Import ``tqdm.auto`` with its notice about ipywidgets silenced, before PyTorch Geometric
+    is imported: PyG imports ``tqdm.auto`` at import time, and in a Jupyter kernel without
+    ipywidgets that prints a ``TqdmWarning`` (text bars instead of widgets) on the graph
+    chapter's first cell. This package draws no bar through PyG, so the notice is only noise;
+    other warnings pass as before. Call it before the first ``import torch_geometric``."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        importlib.import_module("tqdm.auto")
+
+
 def interactive() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 

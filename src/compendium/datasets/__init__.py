@@ -175,6 +175,9 @@ _PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
 def load_planetoid(name: str, registry: Registry | None = None):
     """A Planetoid citation graph (standard public split) as ``(data, info)``, read with
     PyTorch Geometric from verified local files; nothing is fetched by PyG itself."""
+    from compendium.progress import import_quietly_for_pyg
+
+    import_quietly_for_pyg()
     from torch_geometric.io import read_planetoid_data
 
     key = name.lower()
