@@ -582,10 +582,22 @@ def test_the_current_memo_is_not_taken_after_its_inputs_change():
             clf.x.values.mul_(2.0)
             clf.x.values_t.mul_(2.0)
 
+    def change_adjacency():
+        with torch.no_grad():
+            clf.adj.values.mul_(0.5)
+            clf.adj.values_t.mul_(0.5)
+
+    def replace_features():  # the same values in another operator
+        clf.x = SparseOperator(clf.x.to_dense() * 3.0)
+
+    def change_threshold():  # STFN's scale ρ V_th: a constant, not a tensor
+        layer.norm.threshold = 0.75
+
     def thaw_weight():  # frozen while evaluated: the recorded graph has no path to it
         layer.linear.weight.requires_grad_(True)
 
-    for change in (change_weight, change_stfn, change_features, thaw_weight):
+    for change in (change_weight, change_stfn, change_features, change_adjacency, replace_features, change_threshold,
+                   thaw_weight):
         if change is thaw_weight:
             layer.linear.weight.requires_grad_(False)
         evaluate()
@@ -626,3 +638,36 @@ print(sorted({type(w.message).__name__ for w in seen}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "TqdmWarning" not in out, out
+
+
+def test_the_current_memo_is_not_kept_where_it_cannot_be_trusted():
+    import io
+
+    n, classes = 300, 4
+    x, edges, _ = _bag_of_words_graph(n, classes=classes)
+    torch.manual_seed(0)
+    net = SpikingGNN("gcn", x.shape[1], 16, classes, n, 4, stfn=True, lif={"decay": 0.5, "threshold": 0.5}, dropout=0.0)
+    layer = net.layer1
+    adj = normalized_adjacency(edges, n)  # a sparse COO tensor: no storage to key on
+    with torch.no_grad():
+        out = net(x, adj)
+    assert layer._memo is None and out.shape == (n, classes)
+    ops = SparseOperator(x), SparseOperator(adj)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # (MKL has no bfloat16 sparse product)
+        assert layer._read(*ops) is None
+    assert layer._read(*ops) is not None
+    with torch.inference_mode():
+        net(*ops)
+    assert layer._memo is None
+    hook = layer.linear.register_forward_pre_hook(lambda *_: None)
+    with torch.no_grad():
+        net(*ops)
+    assert layer._memo is None
+    hook.remove()
+    with torch.no_grad():
+        net(*ops)
+    assert layer._memo is not None  # and a saved layer leaves it behind
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=False)._memo is None and layer._memo is not None

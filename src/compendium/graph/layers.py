@@ -205,10 +205,11 @@ class SparseOperator(nn.Module):
 
 
 def tensor_state(tensors: Iterable[Tensor]) -> tuple:
-    """A key that changes whenever one of ``tensors`` may hold other values: each one's storage
-    address and version counter (bumped by every in-place write: an optimiser step, ``mul_``,
-    ``load_state_dict``'s copy) and whether it requires a gradient (a recorded graph that
-    leaves a tensor out is not the graph of one that requires it)."""
+    """A key that changes when one of ``tensors`` is written in place through autograd's view of
+    it or replaced: each one's storage address and version counter (bumped by every in-place
+    operation on the tensor: an optimiser step, ``mul_``, ``load_state_dict``'s copy; not by
+    writes through ``.data``, NumPy views or raw pointers) and whether it requires a gradient (a
+    recorded graph that leaves a tensor out is not the graph of one that requires it)."""
     return tuple((t.data_ptr(), t._version, t.requires_grad) for t in tensors)
 
 
@@ -279,9 +280,13 @@ class SpikingGCNConv(nn.Module):
         self.neuron = LIF(**lif) if spiking else nn.Identity()
         self._memo: tuple[tuple, Tensor] | None = None  # see current()
 
+    _memo = None  # a layer unpickled from before the memo existed
+
     def __getstate__(self) -> dict:
-        # the memo holds a recorded graph, which neither deepcopy nor pickle takes: copies start without it
-        return {**self.__dict__, "_memo": None}
+        # the memo holds a recorded graph (deepcopy refuses a non-leaf tensor): copies start without it
+        state = super().__getstate__()
+        state["_memo"] = None
+        return state
 
     def static(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
         """``Â (X W) + b`` for a static ``x``: ``[N, out]``, once for all steps."""
@@ -302,21 +307,29 @@ class SpikingGCNConv(nn.Module):
         on Cora or CiteSeer the sparse products ``X W`` and ``Â (X W)`` and STFN are a tenth of
         an epoch). So a call without gradient records the graph of its result anyway (under
         ``torch.enable_grad``) and keeps it; the next call with gradient takes it, once, if the
-        key of every tensor involved (:func:`tensor_state`: this layer's parameters, ``x``'s and
-        ``adj``'s values) is unchanged, and otherwise computes afresh. The values, and the
-        gradients through them, are those of a fresh computation bit for bit: the same
-        operations on the same tensors, and no random draw is involved."""
+        key of every tensor the current reads (:func:`tensor_state`: ``W``, ``b``, STFN's
+        parameters, ``x``'s and ``adj``'s values) is unchanged, and otherwise computes afresh.
+        The values, and the gradients through them, are those of a fresh computation bit for
+        bit: the same operations on the same tensors, and no random draw is involved.
+
+        No memo is kept or taken under inference mode or autocast (an evaluation outside
+        autocast is not the training step's computation), with hooks on ``linear``, ``x`` or
+        ``adj`` (they must see every call), for inputs that are sparse tensors rather than
+        :class:`SparseOperator` (no storage to key on), or when nothing read requires a
+        gradient. Writes that bypass version counters (through ``.data``, NumPy views, raw
+        pointers) are not seen; nor does the memo suit activation checkpointing or
+        ``torch.func`` transforms, which must recompute the current themselves."""
         norm = self.norm if isinstance(self.norm, STFN) else None
+        read = self._read(x, adj)
         if not torch.is_grad_enabled():
-            params = list(self.parameters())
-            if torch.is_inference_mode_enabled() or not any(p.requires_grad for p in params):
+            if read is None or not any(t.requires_grad for t in read):
                 return self._current(x, adj, norm)
             with torch.enable_grad():
                 s = self._current(x, adj, norm)
-            self._memo = (self._memo_key(x, adj, params), s)
+            self._memo = (self._memo_key(x, adj, read), s)
             return s.detach()
         memo, self._memo = self._memo, None
-        if memo is not None and memo[0] == self._memo_key(x, adj, list(self.parameters())):
+        if memo is not None and read is not None and memo[0] == self._memo_key(x, adj, read):
             return memo[1]
         return self._current(x, adj, norm)
 
@@ -324,11 +337,21 @@ class SpikingGCNConv(nn.Module):
         s = self.static(x, adj)
         return norm.static(s) if norm is not None else s
 
-    def _memo_key(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator, params: list[Tensor]) -> tuple:
-        def values(a: Tensor | SparseOperator) -> list[Tensor]:
-            return list(a.buffers()) if isinstance(a, SparseOperator) else [a]
+    def _read(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> list[Tensor] | None:
+        """The tensors :meth:`_current` reads, or ``None`` where the memo must not be used (see
+        :meth:`current`)."""
+        ops = [a for a in (x, adj) if isinstance(a, SparseOperator)]
+        if any(not isinstance(a, SparseOperator) and a.layout != torch.strided for a in (x, adj)):
+            return None
+        if torch.is_inference_mode_enabled() or torch.is_autocast_enabled(self.bias.device.type) \
+                or not unhooked(self.linear, *ops):
+            return None
+        inputs = [t for a in (x, adj) for t in (a.buffers() if isinstance(a, SparseOperator) else [a])]
+        return [self.linear.weight, self.bias, *self.norm.parameters(), *self.norm.buffers(), *inputs]
+
+    def _memo_key(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator, read: list[Tensor]) -> tuple:
         consts = (self.norm.threshold, self.norm.eps) if isinstance(self.norm, STFN) else ()
-        return (id(x), id(adj), consts, tensor_state([*params, *values(x), *values(adj)]))
+        return (id(x), id(adj), consts, tensor_state(read))
 
     def presynaptic(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
         """The neuron's input ``[T, N, out]`` (after STFN when present)."""
