@@ -450,12 +450,8 @@ def test_transposed_weight_storage_trains_as_row_major_bit_for_bit(kind):
     # shapes are Cora's hidden and class widths (64 → 7 for the GC-SNN), at which a dense
     # F.linear rounds differently for a column-major weight: storing every layer's weight
     # column-major (as an earlier version did) fails this
-    g = torch.Generator().manual_seed(3)
     n, f, hidden, classes = 700, 300, 16 if kind == "gcn" else 64, 7
-    x = (torch.rand(n, f, generator=g) < 0.02).float()
-    y = torch.arange(n) % classes
-    src = torch.arange(n - 3)
-    edges = torch.cat([torch.stack([src, src + 3]), torch.stack([src + 3, src])], 1)
+    x, edges, y = _bag_of_words_graph(n, f, classes, density=0.02)
     torch.manual_seed(0)
     net = (GCN(f, hidden, classes, dropout=0.5) if kind == "gcn" else
            SpikingGNN("gcn", f, hidden, classes, n, 4, stfn=True, lif={"decay": 0.5, "threshold": 0.5}, dropout=0.1))
@@ -490,16 +486,17 @@ def test_dense_features_keep_row_major_weights():
     assert all(m.weight.is_contiguous() for m in clf.modules() if isinstance(m, torch.nn.Linear))
 
 
-def _bag_of_words_graph(n=300, f=120, classes=4, seed=3):
+def _bag_of_words_graph(n=300, f=120, classes=4, seed=3, density=0.03):
+    """Binary features sparse enough to be held as a SparseOperator, edges i ↔ i + 3, cyclic labels."""
     g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(n, f, generator=g) < 0.03).float()  # sparse enough to be held as a SparseOperator
+    x = (torch.rand(n, f, generator=g) < density).float()
     src = torch.arange(n - 3)
     edges = torch.cat([torch.stack([src, src + 3]), torch.stack([src + 3, src])], 1)
     return x, edges, torch.arange(n) % classes
 
 
 def _no_memo(self, x, adj):
-    return self._current(x, adj, self.norm if isinstance(self.norm, STFN) else None)
+    return self._current(x, adj)
 
 
 @pytest.mark.parametrize("stfn", [False, True])
@@ -547,20 +544,18 @@ def test_the_current_memo_is_not_taken_after_its_inputs_change():
                                     lif={"decay": 0.5, "threshold": 0.5}, dropout=0.0), x, edges, n)
     layer, idx = clf.model.layer1, torch.arange(n)
 
-    def grads():  # one training step's loss and gradients
-        clf.zero_grad(set_to_none=True)
-        clf.train()
-        loss = torch.nn.functional.cross_entropy(clf(idx), y)
+    def step(model):  # one training step's loss and gradients
+        model.zero_grad(set_to_none=True)
+        model.train()
+        loss = torch.nn.functional.cross_entropy(model(idx), y)
         loss.backward()
-        return [loss.detach()] + [p.grad for p in clf.parameters()]
+        return [loss.detach()] + [p.grad for p in model.parameters()]
 
-    def fresh():  # the same step from a copy that never evaluated
-        twin = copy.deepcopy(clf)
-        twin.zero_grad(set_to_none=True)
-        twin.train()
-        loss = torch.nn.functional.cross_entropy(twin(idx), y)
-        loss.backward()
-        return [loss.detach()] + [p.grad for p in twin.parameters()]
+    def grads():
+        return step(clf)
+
+    def fresh():  # the same step from a copy that never evaluated (copies start without the memo)
+        return step(copy.deepcopy(clf))
 
     def evaluate():
         clf.eval()

@@ -278,9 +278,10 @@ class SpikingGCNConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.norm = STFN(num_nodes, lif["threshold"], rho) if stfn else nn.Identity()
         self.neuron = LIF(**lif) if spiking else nn.Identity()
-        self._memo: tuple[tuple, Tensor] | None = None  # see current()
 
-    _memo = None  # a layer unpickled from before the memo existed
+    # see current(); set on the instance when kept (the class's None also serves a layer
+    # unpickled from before the memo existed)
+    _memo: tuple[tuple, Tensor] | None = None
 
     def __getstate__(self) -> dict:
         # the memo holds a recorded graph (deepcopy refuses a non-leaf tensor): copies start without it
@@ -319,23 +320,22 @@ class SpikingGCNConv(nn.Module):
         gradient. Writes that bypass version counters (through ``.data``, NumPy views, raw
         pointers) are not seen; nor does the memo suit activation checkpointing or
         ``torch.func`` transforms, which must recompute the current themselves."""
-        norm = self.norm if isinstance(self.norm, STFN) else None
         read = self._read(x, adj)
         if not torch.is_grad_enabled():
             if read is None or not any(t.requires_grad for t in read):
-                return self._current(x, adj, norm)
+                return self._current(x, adj)
             with torch.enable_grad():
-                s = self._current(x, adj, norm)
+                s = self._current(x, adj)
             self._memo = (self._memo_key(x, adj, read), s)
             return s.detach()
         memo, self._memo = self._memo, None
         if memo is not None and read is not None and memo[0] == self._memo_key(x, adj, read):
             return memo[1]
-        return self._current(x, adj, norm)
+        return self._current(x, adj)
 
-    def _current(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator, norm: "STFN | None") -> Tensor:
+    def _current(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> Tensor:
         s = self.static(x, adj)
-        return norm.static(s) if norm is not None else s
+        return self.norm.static(s) if isinstance(self.norm, STFN) else s
 
     def _read(self, x: Tensor | SparseOperator, adj: Tensor | SparseOperator) -> list[Tensor] | None:
         """The tensors :meth:`_current` reads, or ``None`` where the memo must not be used (see
